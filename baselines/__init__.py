@@ -1,0 +1,6 @@
+"""Selection methods (real subsets): the random floor, the full-data ceiling, coreset selectors."""
+
+from baselines.reference import FullDataset, RandomSelection
+from baselines.selection import Selection, Selector, class_balanced_random
+
+__all__ = ["FullDataset", "RandomSelection", "Selection", "Selector", "class_balanced_random"]

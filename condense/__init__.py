@@ -1,0 +1,29 @@
+"""Dataset distillation methods and the benchmark entry point.
+
+``create_method(name, **options)`` builds any registered method, synthesizers and selectors alike::
+
+    from data import load_dataset
+    from condense import create_method
+    train, val, test = load_dataset("digits", seed=0)
+    synthetic = create_method("random").condense(train, Budget(ipc=10), seed=0)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import baselines  # noqa: F401 - registers the selectors in the shared method registry
+from data.methods import METHODS, Method, build_method
+
+
+def create_method(name: str, **options: Any) -> Method:
+    """Build method ``name`` with its official defaults updated by ``options``."""
+    return build_method(name, **options)
+
+
+def list_methods(pattern: str = "*") -> list[str]:
+    """Registered method names (synthesizers and selectors)."""
+    return METHODS.names(pattern)
+
+
+__all__ = ["Method", "create_method", "list_methods"]

@@ -1,0 +1,186 @@
+"""One benchmark cell, end to end: dataset -> method -> set -> protocol -> record.
+
+A cell is (method and its config, dataset, budget, protocol, seed). Its key is a hash of that
+resolved configuration; a cell whose record exists is skipped, so a killed sweep re-runs only
+what is missing. This module is library code: the Hydra app in :mod:`condense.cli` calls it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from condense import create_method
+from data import load_dataset
+from data.provenance import describe_device, git_revision, versions
+from data.synthetic import Budget
+from evaluation.protocols import evaluate_set, get_protocol
+from leaderboard.records import RecordError, ResultRecord, find_record, record_path, summarize_accuracies, write_record
+
+logger = logging.getLogger(__name__)
+
+#: Dataset options that say where files are, not what the data is: kept out of the cell key.
+LOCATION_OPTIONS = frozenset({"root", "download"})
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """Everything that defines one benchmark cell."""
+
+    method: str
+    dataset: str
+    protocol: str
+    seed: int
+    ipc: int | None = None
+    fraction: float | None = None
+    method_options: dict[str, Any] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """The record of a cell and whether it was already there."""
+
+    key: str
+    record_path: Path
+    record: ResultRecord
+    skipped: bool
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def cell_identity(spec: CellSpec) -> dict[str, Any]:
+    """The resolved configuration that the cell key hashes (validates names and options)."""
+    method = create_method(spec.method, **spec.method_options)
+    protocol = get_protocol(spec.protocol)
+    budget = Budget(ipc=spec.ipc, fraction=spec.fraction) if method.uses_budget else Budget()
+    if method.uses_budget and budget.is_full:
+        raise ValueError(f"method {spec.method!r} needs a budget: set ipc=N or fraction=F")
+    return {
+        "method": spec.method,
+        "method_config": method.config_dict(),
+        "dataset": spec.dataset,
+        "dataset_options": {k: v for k, v in sorted(spec.dataset_options.items()) if k not in LOCATION_OPTIONS},
+        "ipc": budget.ipc,
+        "fraction": budget.fraction,
+        "protocol": protocol.name,
+        "protocol_version": protocol.version,
+        "seed": spec.seed,
+    }
+
+
+def cell_key(spec: CellSpec) -> str:
+    """16 hex characters of the SHA-256 of the canonical cell identity."""
+    canonical = json.dumps(cell_identity(spec), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def run_cell(
+    spec: CellSpec,
+    *,
+    results_dir: str | Path,
+    device: str | torch.device = "auto",
+    progress: bool = False,
+    save_set: bool = True,
+) -> CellOutcome:
+    """Run one cell unless its record exists; returns the record either way."""
+    results_dir = Path(results_dir)
+    identity = cell_identity(spec)
+    key = cell_key(spec)
+    path = record_path(results_dir, spec.dataset, spec.method, key)
+    existing = _existing_record(results_dir, key)
+    if existing is not None:
+        logger.info("cell %s (%s) already has a record, skipping: %s", key, _describe(spec), path)
+        return CellOutcome(key, path, existing, True)
+
+    started = time.perf_counter()
+    torch_device = resolve_device(device)
+    method = create_method(spec.method, **spec.method_options)
+    protocol = get_protocol(spec.protocol)
+    budget = Budget(ipc=identity["ipc"], fraction=identity["fraction"])
+    logger.info("cell %s: %s on %s", key, _describe(spec), describe_device(torch_device))
+    train, _val, test = load_dataset(spec.dataset, seed=spec.seed, **spec.dataset_options)
+
+    synthetic = method.condense(train, budget, seed=spec.seed, device=torch_device, progress=progress)
+    synthetic.validate(image_shape=train.image_shape, check_budget=False)
+    set_bytes = synthetic.num_bytes()
+    set_path = None
+    if save_set and method.family != "reference":
+        set_path = synthetic.save(results_dir / "sets" / spec.dataset / spec.method / f"{key}.safetensors")
+
+    evaluation = evaluate_set(synthetic, test, protocol, seed=spec.seed, device=torch_device, progress=progress)
+    provenance = synthetic.provenance
+    record = ResultRecord.from_dict(
+        {
+            "schema": "condense-bench/record",
+            "schema_version": 1,
+            "cell_key": key,
+            "method": spec.method,
+            "family": method.family,
+            "label_type": "soft" if synthetic.has_soft_labels else "hard",
+            "method_config": identity["method_config"],
+            "dataset": spec.dataset,
+            "dataset_fingerprint": train.fingerprint(),
+            "ipc": identity["ipc"],
+            "fraction": identity["fraction"],
+            "protocol": protocol.name,
+            "protocol_config": {
+                **protocol.config_dict(),
+                "epochs_run": evaluation.epochs,
+                "used_learned_lr": any(r.used_learned_lr for r in evaluation.per_model.values()),
+            },
+            "seed": spec.seed,
+            "results": {
+                name: {"accuracies": list(result.accuracies), **summarize_accuracies(result.accuracies)}
+                for name, result in evaluation.per_model.items()
+            },
+            "costs": {
+                "distill_seconds": float(provenance.get("distill_seconds", 0.0)),
+                "distill_peak_memory_bytes": int(provenance.get("peak_memory_bytes", 0)),
+                "eval_seconds": evaluation.seconds,
+                "set_bytes": set_bytes,
+                "num_images": len(synthetic),
+            },
+            "versions": versions(),
+            "git_revision": git_revision(),
+            "device": describe_device(torch_device),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "set_path": str(set_path.relative_to(results_dir)) if set_path is not None else None,
+        }
+    )
+    # A concurrent run of the same cell may have finished first; keep the first record.
+    existing = _existing_record(results_dir, key)
+    if existing is not None:
+        logger.info("cell %s finished concurrently elsewhere; keeping %s", key, path)
+        return CellOutcome(key, path, existing, True)
+    path = write_record(record, results_dir)
+    means = ", ".join(f"{m}: {r['mean']:.4f}" for m, r in record.to_dict()["results"].items())
+    logger.info("cell %s done in %.1fs (%s); record %s", key, time.perf_counter() - started, means, path)
+    return CellOutcome(key, path, record, False)
+
+
+def _existing_record(results_dir: Path, key: str) -> ResultRecord | None:
+    """The valid record of cell ``key``; an unreadable one is reported and the cell runs again."""
+    try:
+        return find_record(results_dir, key)
+    except RecordError as error:
+        logger.warning("cell %s has an invalid record (%s); running it again", key, error)
+        return None
+
+
+def _describe(spec: CellSpec) -> str:
+    budget = f"ipc={spec.ipc}" if spec.fraction is None else f"fraction={spec.fraction}"
+    return f"method={spec.method} dataset={spec.dataset} {budget} protocol={spec.protocol} seed={spec.seed}"

@@ -1,0 +1,119 @@
+"""Provenance of a run: software versions, git revision, wall time and peak memory."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SUITE_DISTRIBUTION = "condense-bench"
+
+
+def suite_version() -> str:
+    """The installed suite version (``0+unknown`` when run from a bare checkout)."""
+    try:
+        return metadata.version(SUITE_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def versions() -> dict[str, str]:
+    """Versions that can change a result."""
+    import numpy
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "suite": suite_version(),
+    }
+
+
+def git_revision(start: Path | None = None) -> str | None:
+    """The git commit of the source tree (with ``-dirty`` for local changes), or ``None``."""
+    folder = start or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit or None
+
+
+def describe_device(device: torch.device) -> str:
+    """``cpu (N threads)`` or the CUDA device name."""
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+
+
+def _process_peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+@dataclass
+class ResourceMeter:
+    """Wall time and peak memory of a block: ``with ResourceMeter(device) as meter: ...``.
+
+    On CUDA the peak is ``torch.cuda.max_memory_allocated`` within the block; on CPU it is the
+    process's peak resident set size (a process-lifetime maximum, stated as such in records).
+    """
+
+    device: torch.device
+    seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    memory_kind: str = ""
+    _start: float = 0.0
+
+    def __enter__(self) -> ResourceMeter:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_memory_bytes = int(torch.cuda.max_memory_allocated(self.device))
+            self.memory_kind = "cuda_max_allocated"
+        else:
+            self.peak_memory_bytes = _process_peak_rss_bytes()
+            self.memory_kind = "process_peak_rss"
+        self.seconds = time.perf_counter() - self._start
+
+
+def method_provenance(
+    *, method: str, config: dict[str, Any], dataset: str, fingerprint: str, seed: int, meter: ResourceMeter
+) -> dict[str, Any]:
+    """The provenance block stored in every :class:`~data.synthetic.SyntheticSet`."""
+    return {
+        "method": method,
+        "method_config": config,
+        "dataset": dataset,
+        "dataset_fingerprint": fingerprint,
+        "seed": seed,
+        "versions": versions(),
+        "distill_seconds": meter.seconds,
+        "peak_memory_bytes": meter.peak_memory_bytes,
+        "peak_memory_kind": meter.memory_kind,
+        "device": describe_device(meter.device),
+    }

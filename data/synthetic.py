@@ -1,0 +1,270 @@
+"""``Budget`` and ``SyntheticSet``: the compressed training set every method produces.
+
+A set is saved as one safetensors file (tensors) with its metadata as JSON in the safetensors
+header, so loading a set never runs code. ``.pt`` files are read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+from torch import Tensor
+
+FORMAT_NAME = "condense-bench/synthetic-set"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much of the training set a method may keep.
+
+    Exactly one of ``ipc`` (images per class) and ``fraction`` (kept share of the training set)
+    is set, except for the whole dataset (both ``None``).
+    """
+
+    ipc: int | None = None
+    fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.ipc is not None and self.fraction is not None:
+            raise ValueError("a budget is either ipc or fraction, not both")
+        if self.ipc is not None and (isinstance(self.ipc, bool) or int(self.ipc) != self.ipc or self.ipc < 1):
+            raise ValueError(f"ipc must be a positive integer, got {self.ipc!r}")
+        if self.fraction is not None and not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction!r}")
+
+    @property
+    def is_full(self) -> bool:
+        """True for the whole training set."""
+        return self.ipc is None and self.fraction is None
+
+    def per_class_counts(self, class_counts: Tensor) -> Tensor:
+        """Images to keep per class given the available ``class_counts`` (class-balanced).
+
+        IPC keeps ``min(ipc, available)``; a fraction keeps ``round(fraction * available)`` of each
+        class (at least one where the class is not empty).
+        """
+        counts = class_counts.long()
+        if self.is_full:
+            return counts.clone()
+        if self.ipc is not None:
+            return counts.clamp(max=self.ipc)
+        kept = torch.round(counts.double() * float(self.fraction)).long()
+        return torch.where(counts > 0, kept.clamp(min=1), kept).clamp(max=counts)
+
+    def describe(self) -> str:
+        """``ipc=10``, ``fraction=0.3`` or ``full``."""
+        if self.ipc is not None:
+            return f"ipc={self.ipc}"
+        if self.fraction is not None:
+            return f"fraction={self.fraction:g}"
+        return "full"
+
+
+@dataclass
+class SyntheticSet:
+    """A compressed training set: synthetic images or selected real ones.
+
+    Attributes:
+        images: normalized images ``N x C x H x W`` (the dataset's normalization).
+        labels: ``int64`` hard labels ``N`` or a float soft-label matrix ``N x num_classes``.
+        num_classes: number of classes.
+        mean: per-channel normalization mean (to denormalize for display).
+        std: per-channel normalization std.
+        budget: the budget the set was made for.
+        learned_lr: a learning rate learned with the set (trajectory matching), else ``None``.
+        extras: further tensors (selected indices and scores, compensators, ...).
+        provenance: method name and resolved config, dataset and fingerprint, seed, versions,
+            distillation seconds and peak memory; JSON-serializable.
+    """
+
+    images: Tensor
+    labels: Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    budget: Budget = field(default_factory=Budget)
+    learned_lr: float | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def has_soft_labels(self) -> bool:
+        """True when ``labels`` is a float matrix of soft labels."""
+        return self.labels.is_floating_point()
+
+    def hard_labels(self) -> Tensor:
+        """Integer labels (argmax of soft labels)."""
+        return self.labels.argmax(dim=1) if self.has_soft_labels else self.labels
+
+    def class_counts(self) -> Tensor:
+        """Images per class (by hard label)."""
+        return torch.bincount(self.hard_labels().long(), minlength=self.num_classes)
+
+    def validate(self, *, image_shape: tuple[int, ...] | None = None, check_budget: bool = True) -> None:
+        """Raise ``ValueError`` for a set that cannot be trained on as it claims.
+
+        Checks shapes, finiteness, label range and type, the learned lr, and (with
+        ``check_budget``) that an IPC budget holds exactly ``ipc`` images of every class.
+        """
+        if self.images.ndim != 4:
+            raise ValueError(f"images must be N x C x H x W, got shape {tuple(self.images.shape)}")
+        if not self.images.is_floating_point():
+            raise ValueError(f"images must be floating point, got {self.images.dtype}")
+        if image_shape is not None and tuple(self.images.shape[1:]) != tuple(image_shape):
+            raise ValueError(f"images have shape {tuple(self.images.shape[1:])}, expected {tuple(image_shape)}")
+        if len(self.images) == 0:
+            raise ValueError("the set holds no images")
+        if not torch.isfinite(self.images).all():
+            raise ValueError("images contain NaN or Inf")
+        if len(self.mean) != self.images.shape[1] or len(self.std) != self.images.shape[1]:
+            raise ValueError("mean and std need one value per channel")
+        n = len(self.images)
+        if self.has_soft_labels:
+            if tuple(self.labels.shape) != (n, self.num_classes):
+                raise ValueError(f"soft labels must be {n} x {self.num_classes}, got {tuple(self.labels.shape)}")
+            if not torch.isfinite(self.labels).all():
+                raise ValueError("soft labels contain NaN or Inf")
+        else:
+            if self.labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+                raise ValueError(f"hard labels must be integers, got {self.labels.dtype}")
+            if tuple(self.labels.shape) != (n,):
+                raise ValueError(f"hard labels must have shape ({n},), got {tuple(self.labels.shape)}")
+            if self.labels.min() < 0 or self.labels.max() >= self.num_classes:
+                raise ValueError(f"labels outside [0, {self.num_classes})")
+        if self.learned_lr is not None and not (math.isfinite(self.learned_lr) and self.learned_lr > 0):
+            raise ValueError(f"learned_lr must be a positive finite number, got {self.learned_lr}")
+        for key, value in self.extras.items():
+            if not isinstance(value, Tensor):
+                raise ValueError(f"extra {key!r} is not a tensor")
+        if check_budget and self.budget.ipc is not None:
+            counts = self.class_counts()
+            if not bool((counts == self.budget.ipc).all()):
+                raise ValueError(f"budget ipc={self.budget.ipc} but the set has per-class counts {counts.tolist()}")
+
+    # -- serialization -------------------------------------------------------------------------
+
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "num_classes": self.num_classes,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "budget": asdict(self.budget),
+            "learned_lr": self.learned_lr,
+            "extras": sorted(self.extras),
+            "provenance": self.provenance,
+        }
+
+    def to_bytes(self) -> bytes:
+        """The safetensors serialization (what :meth:`save` writes)."""
+        tensors = {"images": self.images, "labels": self.labels}
+        tensors.update({f"extras.{k}": v for k, v in self.extras.items()})
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        metadata = {"condense_bench": json.dumps(self._metadata(), sort_keys=True)}
+        return save_safetensors_bytes(tensors, metadata=metadata)
+
+    def num_bytes(self) -> int:
+        """Bytes the set occupies on disk, soft labels and extras included."""
+        return len(self.to_bytes())
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the set to ``path`` (``.safetensors``) atomically; returns the path."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(self.to_bytes())
+        os.replace(tmp, target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> SyntheticSet:
+        """Read a set written by :meth:`save` (or a ``.pt`` dict) without executing any code.
+
+        Raises:
+            ValueError: the file is not a synthetic set of this format (a pickle, a foreign or
+                corrupt file); nothing from it is loaded.
+        """
+        source = Path(path)
+        if not source.is_file():
+            raise FileNotFoundError(f"no synthetic set at {source}")
+        if source.suffix == ".pt":
+            return cls._load_torch(source)
+        raw = source.read_bytes()
+        try:
+            tensors = load_safetensors_bytes(raw)
+            metadata_json = _safetensors_metadata(raw).get("condense_bench")
+        except (SafetensorError, ValueError, OverflowError) as error:
+            raise ValueError(f"{source} is not a safetensors synthetic set: {error}") from None
+        if metadata_json is None:
+            raise ValueError(f"{source} is a safetensors file without synthetic-set metadata")
+        return cls._from_parts(tensors, json.loads(metadata_json), source)
+
+    @classmethod
+    def _load_torch(cls, source: Path) -> SyntheticSet:
+        try:
+            payload = torch.load(source, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any refusal means "not a safe set file"
+            raise ValueError(f"{source} refused: not a weights-only synthetic set ({error})") from None
+        if not isinstance(payload, dict) or "tensors" not in payload or "metadata" not in payload:
+            raise ValueError(f"{source} is not a synthetic set (expected keys 'tensors' and 'metadata')")
+        return cls._from_parts(payload["tensors"], json.loads(payload["metadata"]), source)
+
+    def save_torch(self, path: str | os.PathLike[str]) -> Path:
+        """Write a ``.pt`` file loadable with ``torch.load(weights_only=True)``."""
+        target = Path(path)
+        tensors = {"images": self.images, "labels": self.labels}
+        tensors.update({f"extras.{k}": v for k, v in self.extras.items()})
+        payload = {
+            "tensors": {k: v.detach().cpu() for k, v in tensors.items()},
+            "metadata": json.dumps(self._metadata(), sort_keys=True),
+        }
+        torch.save(payload, target)
+        return target
+
+    @classmethod
+    def _from_parts(cls, tensors: dict[str, Tensor], meta: dict[str, Any], source: Path) -> SyntheticSet:
+        if meta.get("format") != FORMAT_NAME:
+            raise ValueError(f"{source}: unknown format {meta.get('format')!r}")
+        if int(meta.get("format_version", -1)) > FORMAT_VERSION:
+            raise ValueError(f"{source}: format version {meta['format_version']} is newer than {FORMAT_VERSION}")
+        if "images" not in tensors or "labels" not in tensors:
+            raise ValueError(f"{source}: missing images or labels")
+        extras = {k.removeprefix("extras."): v for k, v in tensors.items() if k.startswith("extras.")}
+        result = cls(
+            images=tensors["images"],
+            labels=tensors["labels"],
+            num_classes=int(meta["num_classes"]),
+            mean=tuple(float(v) for v in meta["mean"]),
+            std=tuple(float(v) for v in meta["std"]),
+            budget=Budget(**meta["budget"]),
+            learned_lr=meta.get("learned_lr"),
+            extras=extras,
+            provenance=meta.get("provenance", {}),
+        )
+        result.validate(check_budget=False)
+        return result
+
+
+def _safetensors_metadata(raw: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors buffer (the header is JSON, read without code)."""
+    if len(raw) < 8:
+        raise ValueError("file too short")
+    header_len = int.from_bytes(raw[:8], "little")
+    if header_len <= 0 or 8 + header_len > len(raw):
+        raise ValueError("bad header length")
+    header = json.loads(raw[8 : 8 + header_len])
+    return dict(header.get("__metadata__") or {})

@@ -1,0 +1,1 @@
+"""Evaluation models, DSA augmentation, training loops and the fixed protocols."""

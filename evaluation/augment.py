@@ -1,0 +1,169 @@
+"""Differentiable Siamese Augmentation (DSA), the augmentation of the DC-family protocol.
+
+One op is drawn per call from the strategy (mode 'S'; ``color`` expands to brightness,
+saturation and contrast in sequence). Every op is differentiable with respect to the images.
+With ``shared=True`` the whole batch uses one draw of the parameters, and two calls with
+generators in the same state apply the identical transform (the siamese use in DSA/DM);
+with ``shared=False`` (evaluation) each image gets its own parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+NO_FLIP_STRATEGY = "color_crop_cutout_scale_rotate"
+#: Datasets of digits, where a horizontal flip changes the class semantics.
+DIGIT_DATASETS = frozenset({"digits", "mnist", "svhn"})
+
+
+@dataclass(frozen=True)
+class DSAParams:
+    """Parameter ranges of the reference ``ParamDiffAug``."""
+
+    prob_flip: float = 0.5
+    ratio_scale: float = 1.2
+    ratio_rotate: float = 15.0
+    ratio_crop_pad: float = 0.125
+    ratio_cutout: float = 0.5
+    brightness: float = 1.0
+    saturation: float = 2.0
+    contrast: float = 0.5
+
+
+def strategy_for(dataset_name: str) -> str:
+    """The reference strategy: no flip on digit datasets."""
+    return NO_FLIP_STRATEGY if dataset_name in DIGIT_DATASETS else DEFAULT_STRATEGY
+
+
+def _uniform(n: int, generator: torch.Generator, like: Tensor) -> Tensor:
+    return torch.rand(n, generator=generator, device=generator.device).to(device=like.device, dtype=like.dtype)
+
+
+def _draw(n: int, batch: int, generator: torch.Generator, like: Tensor) -> Tensor:
+    """``n`` uniform draws expanded to ``batch`` (shared) or ``batch`` draws (per sample)."""
+    values = _uniform(n, generator, like)
+    return values.expand(batch) if n == 1 else values
+
+
+def _brightness(x: Tensor, p: DSAParams, g: torch.Generator, n: int) -> Tensor:
+    r = _draw(n, len(x), g, x).view(-1, 1, 1, 1)
+    return x + (r - 0.5) * p.brightness
+
+
+def _saturation(x: Tensor, p: DSAParams, g: torch.Generator, n: int) -> Tensor:
+    r = _draw(n, len(x), g, x).view(-1, 1, 1, 1)
+    mean = x.mean(dim=1, keepdim=True)
+    return (x - mean) * (r * p.saturation) + mean
+
+
+def _contrast(x: Tensor, p: DSAParams, g: torch.Generator, n: int) -> Tensor:
+    r = _draw(n, len(x), g, x).view(-1, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (r + p.contrast) + mean
+
+
+def _affine(x: Tensor, theta: Tensor, mode: str = "bilinear") -> Tensor:
+    grid = F.affine_grid(theta, list(x.shape), align_corners=True)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=True)
+
+
+def _scale(x: Tensor, p: DSAParams, g: torch.Generator, n: int) -> Tensor:
+    sx = _draw(n, len(x), g, x) * (p.ratio_scale - 1.0 / p.ratio_scale) + 1.0 / p.ratio_scale
+    sy = _draw(n, len(x), g, x) * (p.ratio_scale - 1.0 / p.ratio_scale) + 1.0 / p.ratio_scale
+    zeros = torch.zeros_like(sx)
+    theta = torch.stack([torch.stack([sx, zeros, zeros], 1), torch.stack([zeros, sy, zeros], 1)], 1)
+    return _affine(x, theta)
+
+
+def _rotate(x: Tensor, p: DSAParams, g: torch.Generator, n: int) -> Tensor:
+    angle = (_draw(n, len(x), g, x) - 0.5) * 2 * p.ratio_rotate / 180 * math.pi
+    cos, sin, zeros = torch.cos(angle), torch.sin(angle), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, sin, zeros], 1), torch.stack([-sin, cos, zeros], 1)], 1)
+    return _affine(x, theta)
+
+
+def _flip(x: Tensor, p: DSAParams, g: torch.Generator, n: int) -> Tensor:
+    flip = (_draw(n, len(x), g, x) < p.prob_flip).view(-1, 1, 1, 1)
+    return torch.where(flip, x.flip(3), x)
+
+
+def _crop(x: Tensor, p: DSAParams, g: torch.Generator, n: int) -> Tensor:
+    """Integer translation by up to ``ratio_crop_pad`` of the size; vacated pixels are zero."""
+    _, _, h, w = x.shape
+    sx, sy = int(h * p.ratio_crop_pad + 0.5), int(w * p.ratio_crop_pad + 0.5)
+    tx = torch.floor(_draw(n, len(x), g, x) * (2 * sx + 1)) - sx
+    ty = torch.floor(_draw(n, len(x), g, x) * (2 * sy + 1)) - sy
+    # A shift of k pixels is 2k/(size-1) in align_corners=True coordinates; nearest is exact.
+    ones, zeros = torch.ones_like(tx), torch.zeros_like(tx)
+    theta = torch.stack(
+        [
+            torch.stack([ones, zeros, -2 * ty / max(w - 1, 1)], 1),
+            torch.stack([zeros, ones, -2 * tx / max(h - 1, 1)], 1),
+        ],
+        1,
+    )
+    return _affine(x, theta, mode="nearest")
+
+
+def _cutout(x: Tensor, p: DSAParams, g: torch.Generator, n: int) -> Tensor:
+    _, _, h, w = x.shape
+    ch, cw = int(h * p.ratio_cutout + 0.5), int(w * p.ratio_cutout + 0.5)
+    cy = torch.floor(_draw(n, len(x), g, x) * (h + (1 - ch % 2)))
+    cx = torch.floor(_draw(n, len(x), g, x) * (w + (1 - cw % 2)))
+    rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, h, 1)
+    cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w)
+    top = (cy - ch // 2).view(-1, 1, 1)
+    left = (cx - cw // 2).view(-1, 1, 1)
+    inside = (rows >= top) & (rows < top + ch) & (cols >= left) & (cols < left + cw)
+    return x * (~inside).unsqueeze(1).to(x.dtype)
+
+
+_OPS = {
+    "color": (_brightness, _saturation, _contrast),
+    "crop": (_crop,),
+    "cutout": (_cutout,),
+    "flip": (_flip,),
+    "scale": (_scale,),
+    "rotate": (_rotate,),
+}
+
+
+def parse_strategy(strategy: str) -> tuple[str, ...]:
+    """Split ``"color_crop_..."`` into op names, rejecting unknown ones."""
+    names = tuple(s for s in strategy.split("_") if s)
+    unknown = [s for s in names if s not in _OPS]
+    if unknown or not names:
+        raise ValueError(f"unknown DSA op(s) {unknown or strategy!r}; valid ops: {', '.join(_OPS)}")
+    return names
+
+
+def dsa_augment(
+    images: Tensor,
+    strategy: str,
+    generator: torch.Generator,
+    *,
+    shared: bool = False,
+    params: DSAParams = DSAParams(),
+) -> Tensor:
+    """Apply one randomly drawn DSA op of ``strategy`` to ``images``.
+
+    Args:
+        images: normalized ``N x C x H x W`` batch (gradients flow through).
+        strategy: underscore-joined op names, e.g. :data:`DEFAULT_STRATEGY`.
+        generator: the source of randomness (a CPU or same-device generator).
+        shared: one parameter draw for the whole batch (siamese use) instead of per image.
+        params: the parameter ranges.
+    """
+    names = parse_strategy(strategy)
+    choice = int(torch.randint(len(names), (1,), generator=generator, device=generator.device))
+    draws = 1 if shared else len(images)
+    out = images
+    for op in _OPS[names[choice]]:
+        out = op(out, params, generator, draws)
+    return out

@@ -1,0 +1,119 @@
+"""The training loop of the evaluation protocols (hard or soft labels) and test accuracy."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+Augment = Callable[[Tensor, torch.Generator], Tensor]
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """SGD with momentum and one step decay of the learning rate at ``decay_at`` of the epochs."""
+
+    epochs: int
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    decay_at: float = 0.5
+    decay_factor: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    """What one training run did."""
+
+    final_loss: float
+    seconds: float
+    steps: int
+    images_seen: int
+
+
+def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy against a probability matrix (rows summing to one)."""
+    return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def classification_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """CE for integer targets, soft-target CE for a float matrix of probabilities."""
+    if targets.is_floating_point():
+        return soft_cross_entropy(logits, targets)
+    return F.cross_entropy(logits, targets)
+
+
+def train_classifier(
+    model: nn.Module,
+    images: Tensor,
+    targets: Tensor,
+    recipe: TrainRecipe,
+    *,
+    generator: torch.Generator,
+    augment: Augment | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    description: str = "train",
+) -> TrainStats:
+    """Train ``model`` in place on ``images``/``targets`` following ``recipe``.
+
+    Batches are reshuffled every epoch from ``generator``; ``augment(batch, generator)`` is
+    applied to every batch when given.
+    """
+    device = torch.device(device)
+    model.to(device).train()
+    images = images.to(device)
+    targets = targets.to(device)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
+    decay_epoch = int(recipe.epochs * recipe.decay_at)
+    n = len(images)
+    steps = 0
+    loss_value = float("nan")
+    start = time.perf_counter()
+    bar = tqdm(range(recipe.epochs), desc=description, disable=not progress, leave=False)
+    for epoch in bar:
+        if epoch == decay_epoch and epoch > 0:
+            for group in optimizer.param_groups:
+                group["lr"] = recipe.lr * recipe.decay_factor
+        order = torch.randperm(n, generator=generator, device=generator.device).to(device)
+        for start_index in range(0, n, recipe.batch_size):
+            batch = order[start_index : start_index + recipe.batch_size]
+            inputs = images[batch]
+            if augment is not None:
+                inputs = augment(inputs, generator)
+            loss = classification_loss(model(inputs), targets[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+        loss_value = float(loss.detach())
+        if not torch.isfinite(loss.detach()):
+            raise FloatingPointError(f"{description}: training loss became {loss_value} at epoch {epoch}")
+    return TrainStats(
+        final_loss=loss_value, seconds=time.perf_counter() - start, steps=steps, images_seen=steps and n * recipe.epochs
+    )
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module, images: Tensor, labels: Tensor, *, device: torch.device | str = "cpu", batch_size: int = 1024
+) -> float:
+    """Top-1 accuracy of ``model`` as a fraction in ``[0, 1]``."""
+    device = torch.device(device)
+    model.to(device).eval()
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        logits = model(images[start : start + batch_size].to(device))
+        correct += int((logits.argmax(dim=1).cpu() == labels[start : start + batch_size].cpu()).sum())
+    return correct / max(len(images), 1)

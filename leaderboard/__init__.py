@@ -1,0 +1,52 @@
+"""Result records, the leaderboard table and the offline HTML report.
+
+This package owns the record schema and imports nothing from the rest of the suite.
+"""
+
+from leaderboard.cli import NoRecordsError, write_outputs
+from leaderboard.records import (
+    SCHEMA_NAME,
+    SCHEMA_VERSION,
+    LoadedRecords,
+    ModelResult,
+    RecordCosts,
+    RecordError,
+    ResultRecord,
+    budget_label,
+    find_record,
+    load_records,
+    read_record,
+    record_path,
+    summarize_accuracies,
+    write_record,
+)
+from leaderboard.report import ReportContext, ReportSection, render_report
+from leaderboard.table import TABLE_COLUMNS, build_table, to_csv, to_json, to_markdown, welch_p_value
+
+__all__ = [
+    "SCHEMA_NAME",
+    "SCHEMA_VERSION",
+    "TABLE_COLUMNS",
+    "LoadedRecords",
+    "ModelResult",
+    "NoRecordsError",
+    "RecordCosts",
+    "RecordError",
+    "ReportContext",
+    "ReportSection",
+    "ResultRecord",
+    "budget_label",
+    "build_table",
+    "find_record",
+    "load_records",
+    "read_record",
+    "record_path",
+    "render_report",
+    "summarize_accuracies",
+    "to_csv",
+    "to_json",
+    "to_markdown",
+    "welch_p_value",
+    "write_outputs",
+    "write_record",
+]

@@ -1,0 +1,117 @@
+"""``condense-report RESULTS_DIR``: write the leaderboard (CSV, Markdown, JSON) and the HTML report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from leaderboard.records import LoadedRecords, StrPath, load_records, write_text_atomic
+from leaderboard.report import render_report
+from leaderboard.table import build_table, to_csv, to_json, to_markdown
+
+logger = logging.getLogger(__name__)
+
+CSV_NAME = "leaderboard.csv"
+MARKDOWN_NAME = "leaderboard.md"
+JSON_NAME = "leaderboard.json"
+HTML_NAME = "report.html"
+
+
+class NoRecordsError(ValueError):
+    """The results folder holds no valid record, so there is nothing to report."""
+
+
+def write_outputs(
+    results_dir: StrPath, out_dir: StrPath | None = None, html_path: StrPath | None = None
+) -> dict[str, Path]:
+    """Load the records under ``results_dir`` and write the leaderboard files and the report.
+
+    Skipped files are logged as warnings and listed in the report.
+
+    Args:
+        results_dir: the folder holding ``records/``.
+        out_dir: where ``leaderboard.csv``, ``.md`` and ``.json`` go; defaults to ``results_dir``.
+        html_path: the HTML report path; defaults to ``results_dir/report.html``.
+
+    Returns:
+        The written paths under the keys ``"csv"``, ``"markdown"``, ``"json"`` and ``"html"``.
+
+    Raises:
+        FileNotFoundError: when ``results_dir`` does not exist.
+        NoRecordsError: when it holds no valid record.
+    """
+    loaded = load_records(results_dir)
+    for path, message in loaded.problems:
+        logger.warning("skipped %s: %s", path, message)
+    return _write_loaded(loaded, results_dir, out_dir, html_path)
+
+
+def _write_loaded(
+    loaded: LoadedRecords, results_dir: StrPath, out_dir: StrPath | None, html_path: StrPath | None
+) -> dict[str, Path]:
+    if not loaded.records:
+        raise NoRecordsError(
+            f"no valid record under {Path(results_dir) / 'records'} ({len(loaded.problems)} file(s) skipped)"
+        )
+    out_folder = Path(out_dir) if out_dir is not None else Path(results_dir)
+    html_target = Path(html_path) if html_path is not None else Path(results_dir) / HTML_NAME
+    table = build_table(loaded.records)
+    return {
+        "csv": to_csv(table, out_folder / CSV_NAME),
+        "markdown": write_text_atomic(out_folder / MARKDOWN_NAME, to_markdown(table)),
+        "json": to_json(table, out_folder / JSON_NAME),
+        "html": write_text_atomic(html_target, render_report(loaded.records, loaded.problems)),
+    }
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="condense-report",
+        description="Build the leaderboard (CSV, Markdown, JSON) and the offline HTML report "
+        "from the result records under RESULTS_DIR/records.",
+    )
+    parser.add_argument("results_dir", type=Path, metavar="RESULTS_DIR", help="folder holding records/")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        metavar="REPORT_HTML",
+        help="HTML report path (default: RESULTS_DIR/report.html)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder for leaderboard.csv/.md/.json (default: RESULTS_DIR)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``condense-report`` command; returns the exit code (0 ok, 1 nothing to report)."""
+    args = _parse_args(argv)
+    results_dir: Path = args.results_dir
+    if not results_dir.is_dir():
+        print(f"condense-report: error: results folder {results_dir} does not exist", file=sys.stderr)
+        return 1
+    loaded = load_records(results_dir)
+    for path, message in loaded.problems:
+        print(f"skipped {path}: {message}", file=sys.stderr)
+    try:
+        written = _write_loaded(loaded, results_dir, args.out_dir, args.output)
+    except NoRecordsError as error:
+        print(f"condense-report: error: {error}", file=sys.stderr)
+        return 1
+    print(Path(written["markdown"]).read_text(encoding="utf-8"))
+    for kind, path in written.items():
+        print(f"wrote {kind}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""The leaderboard table: a pure function of the records, plus CSV/JSON/Markdown exports.
+
+One row per (dataset, protocol, evaluation model, budget, method). Accuracies stay fractions in
+the frame, the CSV and the JSON; only the Markdown (and the HTML report) show percent.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from leaderboard.records import ResultRecord, StrPath, budget_label, summarize_accuracies, write_text_atomic
+
+RANDOM_METHOD = "random"
+REFERENCE_FAMILY = "reference"
+SIGNIFICANCE_LEVEL = 0.05
+COST_COLUMNS = ("distill_seconds", "distill_peak_memory_bytes", "set_bytes", "eval_seconds", "num_images")
+GROUP_COLUMNS = ("dataset", "protocol", "model", "budget")
+TABLE_COLUMNS = (
+    *GROUP_COLUMNS,
+    "ipc",
+    "fraction",
+    "method",
+    "family",
+    "label_type",
+    "is_reference",
+    "mean",
+    "std",
+    "ci95_low",
+    "ci95_high",
+    "n",
+    "seeds",
+    "gain_vs_random",
+    "p_value",
+    "significant",
+    "rank",
+    *COST_COLUMNS,
+)
+_MISSING = "—"
+
+
+@dataclass(frozen=True, order=True)
+class _Budget:
+    """A budget group; orders ipc budgets (by ipc), then fractions, then ``full``."""
+
+    kind_order: int
+    value: float
+    ipc: int | None = field(compare=False)
+    fraction: float | None = field(compare=False)
+
+    @classmethod
+    def of(cls, ipc: int | None, fraction: float | None) -> _Budget:
+        if ipc is not None:
+            return cls(0, float(ipc), ipc, None)
+        if fraction is not None:
+            return cls(1, fraction, None, fraction)
+        return cls(2, 0.0, None, None)
+
+    @property
+    def label(self) -> str:
+        return budget_label(self.ipc, self.fraction)
+
+
+@dataclass
+class _RowPool:
+    """Everything pooled into one table row: the records and their accuracies for one model."""
+
+    records: list[ResultRecord] = field(default_factory=list)
+    accuracies: list[float] = field(default_factory=list)
+
+    def add(self, record: ResultRecord, accuracies: Sequence[float]) -> None:
+        self.records.append(record)
+        self.accuracies.extend(accuracies)
+
+    def joined(self, attribute: str) -> str:
+        """The distinct values of a record attribute, comma-joined (normally exactly one)."""
+        return ",".join(sorted({str(getattr(record, attribute)) for record in self.records}))
+
+    def mean_cost(self, name: str) -> float:
+        values = [getattr(record.costs, name) for record in self.records]
+        measured = [float(value) for value in values if value is not None]
+        return math.fsum(measured) / len(measured) if measured else math.nan
+
+
+def welch_p_value(sample: Sequence[float], baseline: Sequence[float]) -> float:
+    """Two-sided Welch's t-test p-value of ``sample`` against ``baseline``.
+
+    Returns NaN when either side has fewer than two values or both sides have zero variance.
+    """
+    if len(sample) < 2 or len(baseline) < 2:
+        return math.nan
+    if np.var(sample, ddof=1) == 0.0 and np.var(baseline, ddof=1) == 0.0:
+        return math.nan
+    with warnings.catch_warnings():
+        # One constant side is fine for Welch's test; scipy still warns about precision loss.
+        warnings.filterwarnings("ignore", message="Precision loss occurred", category=RuntimeWarning)
+        return float(stats.ttest_ind(sample, baseline, equal_var=False).pvalue)
+
+
+def _empty_table() -> pd.DataFrame:
+    return pd.DataFrame({column: pd.Series(dtype=_dtype(column)) for column in TABLE_COLUMNS})
+
+
+def _dtype(column: str) -> str:
+    if column in ("ipc", "n", "seeds", "rank"):
+        return "Int64"
+    if column in ("is_reference", "significant"):
+        return "bool"
+    if column in GROUP_COLUMNS or column in ("method", "family", "label_type"):
+        return "str"
+    return "float64"
+
+
+def build_table(records: Iterable[ResultRecord]) -> pd.DataFrame:
+    """Build the leaderboard frame from records; a pure function, no I/O.
+
+    Rows are keyed by (dataset, protocol, model, budget, method); the accuracies of every record
+    of a row (all its evaluation runs from all seeds) are pooled. Rows of the ``reference`` family
+    (``full``) are repeated in every budget group of their (dataset, protocol, model), with
+    ``is_reference`` set and ``ipc``/``fraction`` taken from the group; they get a gain and a
+    p-value against ``random`` but no rank. The ``random`` row has gain 0 and p-value NaN.
+
+    Args:
+        records: validated result records, in any order.
+
+    Returns:
+        A frame with :data:`TABLE_COLUMNS`, sorted by dataset, protocol, model, budget (ipc
+        ascending, then fraction ascending) and rank (reference rows last).
+    """
+    budgeted_pools: dict[tuple[str, str, str, _Budget, str], _RowPool] = defaultdict(_RowPool)
+    reference_pools: dict[tuple[str, str, str, str], _RowPool] = defaultdict(_RowPool)
+    for record in records:
+        for model, result in record.results.items():
+            if record.family == REFERENCE_FAMILY:
+                reference_pools[(record.dataset, record.protocol, model, record.method)].add(
+                    record, result.accuracies
+                )
+            else:
+                budget = _Budget.of(record.ipc, record.fraction)
+                key = (record.dataset, record.protocol, model, budget, record.method)
+                budgeted_pools[key].add(record, result.accuracies)
+
+    groups: dict[tuple[str, str, str, _Budget], list[tuple[str, _RowPool, bool]]] = defaultdict(list)
+    for (dataset, protocol, model, budget, method), pool in budgeted_pools.items():
+        groups[(dataset, protocol, model, budget)].append((method, pool, False))
+    budgets_by_model: dict[tuple[str, str, str], set[_Budget]] = defaultdict(set)
+    for dataset, protocol, model, budget in groups:
+        budgets_by_model[(dataset, protocol, model)].add(budget)
+    for (dataset, protocol, model, method), pool in reference_pools.items():
+        budgets = budgets_by_model.get((dataset, protocol, model)) or {_Budget.of(None, None)}
+        for budget in budgets:
+            groups[(dataset, protocol, model, budget)].append((method, pool, True))
+
+    rows: list[dict[str, Any]] = []
+    for (dataset, protocol, model, budget), entries in groups.items():
+        rows.extend(_group_rows(dataset, protocol, model, budget, entries))
+    if not rows:
+        return _empty_table()
+
+    frame = pd.DataFrame(rows)
+    frame = frame.sort_values(
+        ["dataset", "protocol", "model", "_budget", "is_reference", "rank", "method"],
+        na_position="last",
+        kind="stable",
+    )
+    frame = frame.drop(columns="_budget").reset_index(drop=True)
+    return frame.astype({column: _dtype(column) for column in TABLE_COLUMNS})[list(TABLE_COLUMNS)]
+
+
+def _group_rows(
+    dataset: str, protocol: str, model: str, budget: _Budget, entries: list[tuple[str, _RowPool, bool]]
+) -> list[dict[str, Any]]:
+    """Rows of one (dataset, protocol, model, budget) group with gain, p-value and rank."""
+    random_pool = next(
+        (pool for method, pool, is_ref in entries if method == RANDOM_METHOD and not is_ref), None
+    )
+    random_mean = math.fsum(random_pool.accuracies) / len(random_pool.accuracies) if random_pool else math.nan
+    competitor_means = [
+        math.fsum(pool.accuracies) / len(pool.accuracies) for _, pool, is_ref in entries if not is_ref
+    ]
+    rows = []
+    for method, pool, is_reference in entries:
+        summary = summarize_accuracies(pool.accuracies)
+        mean = summary["mean"]
+        is_random = method == RANDOM_METHOD and not is_reference
+        if random_pool is None or is_random:
+            p_value = math.nan
+        else:
+            p_value = welch_p_value(pool.accuracies, random_pool.accuracies)
+        row: dict[str, Any] = {
+            "dataset": dataset,
+            "protocol": protocol,
+            "model": model,
+            "budget": budget.label,
+            "ipc": budget.ipc,
+            "fraction": budget.fraction,
+            "method": method,
+            "family": pool.joined("family"),
+            "label_type": pool.joined("label_type"),
+            "is_reference": is_reference,
+            "mean": mean,
+            "std": summary["std"],
+            "ci95_low": summary["ci95"][0],
+            "ci95_high": summary["ci95"][1],
+            "n": len(pool.accuracies),
+            "seeds": len(pool.records),
+            "gain_vs_random": mean - random_mean,
+            "p_value": p_value,
+            "significant": bool(p_value < SIGNIFICANCE_LEVEL),
+            "rank": None if is_reference else 1 + sum(other > mean for other in competitor_means),
+            "_budget": budget,
+        }
+        row.update({name: pool.mean_cost(name) for name in COST_COLUMNS})
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Display formatting (percent) shared by the Markdown export and the HTML report
+# ----------------------------------------------------------------------------------------------
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def format_accuracy(mean: float, std: float) -> str:
+    """Format a fraction mean and std as percent, e.g. ``"91.2 ± 1.0"``."""
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def format_interval(low: float, high: float) -> str:
+    """Format a fraction interval as percent, e.g. ``"[88.5, 93.5]"``."""
+    return f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def format_gain(gain: float) -> str:
+    """Format a fraction difference as signed percentage points, e.g. ``"+1.2"``."""
+    return _MISSING if _is_missing(gain) else f"{100 * gain:+.1f}"
+
+
+def format_p_value(p_value: float) -> str:
+    """Format a p-value with two significant digits, ``"<0.001"`` below 0.001."""
+    if _is_missing(p_value):
+        return _MISSING
+    return "<0.001" if p_value < 0.001 else f"{p_value:.2g}"
+
+
+def format_seconds(seconds: float) -> str:
+    """Format a duration, e.g. ``"12.3 s"``, ``"4.2 min"``, ``"1.5 h"``."""
+    if _is_missing(seconds):
+        return _MISSING
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_bytes(size: float) -> str:
+    """Format a byte count with binary units, e.g. ``"4.5 KiB"``."""
+    if _is_missing(size):
+        return _MISSING
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_rank(rank: Any) -> str:
+    """Format a rank; reference rows have none."""
+    return _MISSING if _is_missing(rank) else str(int(rank))
+
+
+def format_count(value: Any) -> str:
+    """Format a mean count (e.g. images per set) without decimals."""
+    return _MISSING if _is_missing(value) else f"{value:.0f}"
+
+
+DISPLAY_COLUMNS: dict[str, str] = {
+    "budget": "Budget",
+    "rank": "Rank",
+    "method": "Method",
+    "family": "Family",
+    "label_type": "Labels",
+    "accuracy": "Accuracy (%)",
+    "ci95": "95% CI (%)",
+    "gain_vs_random": "Δ random (pp)",
+    "p_value": "p (Welch)",
+    "seeds": "Seeds",
+    "n": "n",
+    "distill_seconds": "Distill time",
+    "distill_peak_memory_bytes": "Peak memory",
+    "set_bytes": "Set size",
+    "num_images": "Images",
+    "eval_seconds": "Eval time",
+}
+
+
+def format_row(row: pd.Series | dict[str, Any]) -> dict[str, str]:
+    """Format one table row for display: keys of :data:`DISPLAY_COLUMNS`, percent strings."""
+    significance = " *" if row["significant"] else ""
+    return {
+        "budget": str(row["budget"]),
+        "rank": format_rank(row["rank"]),
+        "method": str(row["method"]),
+        "family": str(row["family"]),
+        "label_type": str(row["label_type"]),
+        "accuracy": format_accuracy(row["mean"], row["std"]),
+        "ci95": format_interval(row["ci95_low"], row["ci95_high"]),
+        "gain_vs_random": format_gain(row["gain_vs_random"]),
+        "p_value": format_p_value(row["p_value"]) + significance,
+        "seeds": str(int(row["seeds"])),
+        "n": str(int(row["n"])),
+        "distill_seconds": format_seconds(row["distill_seconds"]),
+        "distill_peak_memory_bytes": format_bytes(row["distill_peak_memory_bytes"]),
+        "set_bytes": format_bytes(row["set_bytes"]),
+        "num_images": format_count(row["num_images"]),
+        "eval_seconds": format_seconds(row["eval_seconds"]),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Exports
+# ----------------------------------------------------------------------------------------------
+
+_MARKDOWN_COLUMNS = (
+    "budget",
+    "rank",
+    "method",
+    "label_type",
+    "accuracy",
+    "ci95",
+    "gain_vs_random",
+    "p_value",
+    "seeds",
+    "n",
+    "distill_seconds",
+    "set_bytes",
+)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """Render the table as one GitHub Markdown table, accuracies in percent.
+
+    ``random`` and reference rows are shown in italics; ``*`` after a p-value marks p < 0.05.
+    """
+    headers = ["Dataset", "Protocol", "Model", *(DISPLAY_COLUMNS[column] for column in _MARKDOWN_COLUMNS)]
+    lines = [
+        _markdown_line(headers),
+        _markdown_line(["---"] * 3 + ["---:" if _is_numeric(c) else "---" for c in _MARKDOWN_COLUMNS]),
+    ]
+    for _, row in table.iterrows():
+        cells = format_row(row)
+        if row["is_reference"] or row["method"] == RANDOM_METHOD:
+            cells["method"] = f"*{cells['method']}*"
+        lines.append(
+            _markdown_line(
+                [str(row["dataset"]), str(row["protocol"]), str(row["model"])]
+                + [cells[column] for column in _MARKDOWN_COLUMNS]
+            )
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _is_numeric(column: str) -> bool:
+    return column not in ("budget", "method", "family", "label_type")
+
+
+def _markdown_line(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+def to_csv(table: pd.DataFrame, path: StrPath) -> Path:
+    """Write the table as CSV (fractions, not percent), atomically; returns the path."""
+    return write_text_atomic(path, table.to_csv(index=False))
+
+
+def to_json(table: pd.DataFrame, path: StrPath) -> Path:
+    """Write the table as a JSON list of row objects (fractions; NaN as null), atomically."""
+    return write_text_atomic(path, table.to_json(orient="records", indent=2, double_precision=15) + "\n")

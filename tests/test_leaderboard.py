@@ -1,0 +1,525 @@
+"""Tests of the leaderboard package: record schema, files, table statistics, report and CLI."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+import leaderboard
+from leaderboard import (
+    ModelResult,
+    RecordCosts,
+    RecordError,
+    ResultRecord,
+    build_table,
+    find_record,
+    load_records,
+    record_path,
+    render_report,
+    summarize_accuracies,
+    to_csv,
+    to_json,
+    to_markdown,
+    write_outputs,
+    write_record,
+)
+from leaderboard.cli import main
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------
+
+_KEY_COUNTER = iter(range(1, 10**6))
+
+
+def make_record(
+    method: str,
+    accuracies: dict[str, list[float]] | list[float],
+    *,
+    family: str = "selection",
+    ipc: int | None = 10,
+    fraction: float | None = None,
+    dataset: str = "digits",
+    protocol: str = "fast",
+    seed: int = 0,
+    label_type: str = "hard",
+    costs: RecordCosts | None = None,
+) -> ResultRecord:
+    """A valid record with a fresh cell key; a plain list of accuracies goes to ``convnet3``."""
+    per_model = accuracies if isinstance(accuracies, dict) else {"convnet3": accuracies}
+    if family == "reference":
+        ipc, fraction = None, None
+    return ResultRecord(
+        cell_key=f"{next(_KEY_COUNTER):016x}",
+        method=method,
+        family=family,
+        label_type=label_type,
+        method_config={"lr": 0.01},
+        dataset=dataset,
+        dataset_fingerprint="0856650b1ee8e27c",
+        ipc=ipc,
+        fraction=fraction,
+        protocol=protocol,
+        protocol_config={"epochs": 5},
+        seed=seed,
+        results={model: ModelResult.from_accuracies(values) for model, values in per_model.items()},
+        costs=costs or RecordCosts(1.5, 2048, 3.0, 4096, 100),
+        versions={"python": "3.11.7", "torch": "2.14.1", "suite": "0.1.0"},
+        git_revision=None,
+        device="cpu",
+        created="2026-11-28T01:00:00+00:00",
+        set_path=None,
+    )
+
+
+def independent_welch_p(sample: list[float], baseline: list[float]) -> float:
+    """Welch's two-sided p-value from the textbook formula (Welch-Satterthwaite df)."""
+    a, b = np.asarray(sample), np.asarray(baseline)
+    var_a, var_b = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    t_stat = (a.mean() - b.mean()) / math.sqrt(var_a + var_b)
+    dof = (var_a + var_b) ** 2 / (var_a**2 / (a.size - 1) + var_b**2 / (b.size - 1))
+    return float(2 * stats.t.sf(abs(t_stat), dof))
+
+
+def row_of(table: pd.DataFrame, **where: Any) -> pd.Series:
+    mask = pd.Series(True, index=table.index)
+    for column, value in where.items():
+        mask &= table[column] == value
+    matched = table[mask]
+    assert len(matched) == 1, f"expected one row for {where}, got {len(matched)}"
+    return matched.iloc[0]
+
+
+RANDOM_10 = [0.50, 0.55, 0.60]
+DC_10_SEED0 = [0.70, 0.72]
+DC_10_SEED1 = [0.74, 0.71]
+HERDING_10 = [0.58, 0.62, 0.57]
+FULL = [0.95, 0.97]
+RANDOM_1 = [0.20, 0.25]
+DC_1 = [0.40, 0.41]
+
+
+@pytest.fixture
+def benchmark_records() -> list[ResultRecord]:
+    return [
+        make_record("random", RANDOM_10),
+        make_record("dc", DC_10_SEED0, family="distillation", seed=0),
+        make_record("dc", DC_10_SEED1, family="distillation", seed=1),
+        make_record("herding", HERDING_10),
+        make_record("full", FULL, family="reference"),
+        make_record("random", RANDOM_1, ipc=1),
+        make_record("dc", DC_1, ipc=1, family="distillation"),
+        # Another protocol: must never be pooled with or compared to the "fast" rows.
+        make_record("random", [0.9, 0.91], protocol="long"),
+        make_record("dc", [0.1, 0.11], protocol="long", family="distillation"),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# Package boundary
+# ----------------------------------------------------------------------------------------------
+
+
+def test_leaderboard_imports_nothing_from_other_suite_packages() -> None:
+    forbidden = {"data", "evaluation", "baselines", "condense"}
+    package_dir = Path(leaderboard.__file__).parent
+    for source in package_dir.glob("*.py"):
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in forbidden, f"{source.name} imports {name}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics and record schema
+# ----------------------------------------------------------------------------------------------
+
+
+def test_summarize_accuracies_matches_textbook_formulas() -> None:
+    values = [0.91, 0.92, 0.90, 0.95]
+    summary = summarize_accuracies(values)
+    mean = sum(values) / 4
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / 3)
+    half = stats.t.ppf(0.975, 3) * std / 2
+    assert summary["mean"] == pytest.approx(mean, abs=1e-15)
+    assert summary["std"] == pytest.approx(std, abs=1e-15)
+    assert summary["ci95"] == pytest.approx([mean - half, mean + half], abs=1e-15)
+
+
+def test_summarize_single_value_and_empty() -> None:
+    assert summarize_accuracies([0.8]) == {"mean": 0.8, "std": 0.0, "ci95": [0.8, 0.8]}
+    with pytest.raises(ValueError, match="at least one"):
+        summarize_accuracies([])
+
+
+def test_round_trip_to_dict_from_dict() -> None:
+    record = make_record("dc", {"convnet3": [0.91, 0.92, 0.90], "mlp": [0.8]}, family="distillation")
+    data = record.to_dict()
+    assert data["schema"] == "condense-bench/record"
+    assert data["schema_version"] == 1
+    assert list(data)[:3] == ["schema", "schema_version", "cell_key"]
+    restored = ResultRecord.from_dict(json.loads(json.dumps(data)))
+    assert restored == record
+    assert restored.to_dict() == data
+    assert restored.budget == "ipc=10"
+
+
+def test_to_dict_is_a_copy() -> None:
+    record = make_record("random", [0.5, 0.6])
+    record.to_dict()["method_config"]["lr"] = 99
+    assert record.method_config == {"lr": 0.01}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda d: d["results"]["convnet3"].update(
+                accuracies=[91.0, 92.0], mean=91.5, std=0.7071067811865476
+            ),
+            "not percent",
+        ),
+        (lambda d: d["results"]["convnet3"].update(mean=float("nan")), "finite"),
+        (lambda d: d["costs"].update(eval_seconds=float("inf")), "costs.eval_seconds"),
+        (lambda d: d.pop("seed"), "missing required key"),
+        (lambda d: d["results"]["convnet3"].pop("std"), "missing required key"),
+        (lambda d: d.update(extra=1), "unknown key"),
+        (lambda d: d["results"]["convnet3"].update(mean=0.5), "mean = 0.5 does not match"),
+        (lambda d: d["results"]["convnet3"].update(std=0.0), "std = 0.0 does not match"),
+        (lambda d: d.update(seed="0"), "seed must be an integer"),
+        (lambda d: d.update(ipc=True), "ipc must be an integer"),
+        (lambda d: d.update(family="magic"), "family must be one of"),
+        (lambda d: d.update(label_type="fuzzy"), "label_type must be one of"),
+        (lambda d: d.update(ipc=None), "exactly one budget"),
+        (lambda d: d.update(fraction=0.3), "exactly one budget"),
+        (lambda d: d.update(fraction=1.5, ipc=None), "fraction must be in"),
+        (lambda d: d.update(results={}), "results is empty"),
+        (lambda d: d.update(cell_key="../../etc"), "cell_key"),
+        (lambda d: d.update(method="../evil"), "folder name"),
+        (lambda d: d.update(created="yesterday"), "ISO 8601"),
+        (lambda d: d.update(schema_version=2), "unsupported schema_version"),
+        (lambda d: d.pop("schema"), "not a condense-bench record"),
+    ],
+)
+def test_from_dict_rejects_invalid_records(mutate: Any, message: str) -> None:
+    data = make_record("dc", [0.91, 0.92], family="distillation").to_dict()
+    mutate(data)
+    with pytest.raises(RecordError, match=message):
+        ResultRecord.from_dict(data)
+
+
+def test_from_dict_names_the_evaluation_model() -> None:
+    data = make_record("dc", [0.91, 0.92], family="distillation").to_dict()
+    data["results"]["convnet3"]["accuracies"] = [0.91, 1.2]
+    with pytest.raises(RecordError, match=r"results\.convnet3\.accuracies\[1\]"):
+        ResultRecord.from_dict(data)
+
+
+def test_record_error_is_a_value_error() -> None:
+    assert issubclass(RecordError, ValueError)
+
+
+def test_reference_record_has_no_budget() -> None:
+    record = make_record("full", FULL, family="reference")
+    assert record.ipc is None and record.fraction is None and record.budget == "full"
+    data = record.to_dict()
+    data["ipc"] = 10
+    with pytest.raises(RecordError, match="reference"):
+        ResultRecord.from_dict(data)
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------
+
+
+def test_write_record_path_and_atomic_replace(tmp_path: Path) -> None:
+    first = make_record("random", [0.5, 0.6])
+    path = write_record(first, tmp_path)
+    assert path == tmp_path / "records" / "digits" / "random" / f"{first.cell_key}.json"
+    assert path == record_path(tmp_path, "digits", "random", first.cell_key)
+    # A second write of the same cell (a longer method_config) replaces the file whole.
+    second_data = first.to_dict()
+    second_data["method_config"] = {"lr": 0.02, "notes": "x" * 500}
+    write_record(ResultRecord.from_dict(second_data), tmp_path)
+    shorter = ResultRecord.from_dict(first.to_dict())
+    write_record(shorter, tmp_path)
+    assert json.loads(path.read_text(encoding="utf-8")) == first.to_dict()
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name], "a temp file was left behind"
+
+
+def test_write_record_cleans_up_when_serialisation_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = make_record("random", [0.5, 0.6])
+    path = write_record(record, tmp_path)
+    original = path.read_text(encoding="utf-8")
+
+    def broken_replace(source: str, target: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("leaderboard.records.os.replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_record(record, tmp_path)
+    assert path.read_text(encoding="utf-8") == original
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_find_record(tmp_path: Path) -> None:
+    record = make_record("dc", [0.7, 0.8], family="distillation")
+    assert find_record(tmp_path, record.cell_key) is None
+    write_record(record, tmp_path)
+    assert find_record(tmp_path, record.cell_key) == record
+    with pytest.raises(RecordError, match="hex"):
+        find_record(tmp_path, "*")
+
+
+def test_load_records_skips_and_reports_bad_files(tmp_path: Path) -> None:
+    good = [make_record("random", RANDOM_10), make_record("dc", DC_1, family="distillation")]
+    for record in good:
+        write_record(record, tmp_path)
+    folder = tmp_path / "records" / "digits" / "random"
+    (folder / "broken.json").write_text('{"schema": "condense-bench/record", ', encoding="utf-8")
+    (folder / "foreign.json").write_text('{"name": "some other tool"}', encoding="utf-8")
+    (folder / "list.json").write_text("[1, 2]", encoding="utf-8")
+    invalid = good[0].to_dict()
+    invalid["cell_key"] = "abcdef"
+    invalid["results"]["convnet3"]["accuracies"] = [50.0, 55.0, 60.0]
+    (folder / "abcdef.json").write_text(json.dumps(invalid), encoding="utf-8")
+    duplicate = folder / "zz-copy.json"
+    duplicate.write_text(json.dumps(good[0].to_dict()), encoding="utf-8")
+
+    loaded = load_records(tmp_path)
+    assert sorted(r.cell_key for r in loaded.records) == sorted(r.cell_key for r in good)
+    reasons = {path.name: message for path, message in loaded.problems}
+    assert set(reasons) == {"broken.json", "foreign.json", "list.json", "abcdef.json", "zz-copy.json"}
+    assert "not valid JSON" in reasons["broken.json"]
+    assert "not a condense-bench record" in reasons["foreign.json"]
+    assert "must be a JSON object" in reasons["list.json"]
+    assert "not in [0, 1]" in reasons["abcdef.json"]
+    assert "duplicate cell_key" in reasons["zz-copy.json"]
+
+
+def test_load_records_on_empty_and_missing_folder(tmp_path: Path) -> None:
+    loaded = load_records(tmp_path)
+    assert loaded.records == [] and loaded.problems == []
+    with pytest.raises(FileNotFoundError):
+        load_records(tmp_path / "nope")
+
+
+# ----------------------------------------------------------------------------------------------
+# Table
+# ----------------------------------------------------------------------------------------------
+
+
+def test_table_statistics_match_independent_computation(benchmark_records: list[ResultRecord]) -> None:
+    table = build_table(benchmark_records)
+    assert list(table.columns) == list(leaderboard.TABLE_COLUMNS)
+
+    dc = row_of(table, protocol="fast", budget="ipc=10", method="dc")
+    pooled_dc = DC_10_SEED0 + DC_10_SEED1
+    assert dc["n"] == 4 and dc["seeds"] == 2
+    assert dc["mean"] == pytest.approx(np.mean(pooled_dc), abs=1e-12)
+    assert dc["std"] == pytest.approx(np.std(pooled_dc, ddof=1), abs=1e-12)
+    half = stats.t.ppf(0.975, 3) * np.std(pooled_dc, ddof=1) / 2
+    assert dc["ci95_low"] == pytest.approx(np.mean(pooled_dc) - half, abs=1e-12)
+    assert dc["ci95_high"] == pytest.approx(np.mean(pooled_dc) + half, abs=1e-12)
+    assert dc["gain_vs_random"] == pytest.approx(np.mean(pooled_dc) - np.mean(RANDOM_10), abs=1e-12)
+    assert dc["p_value"] == pytest.approx(independent_welch_p(pooled_dc, RANDOM_10), rel=1e-9)
+    assert bool(dc["significant"]) == (independent_welch_p(pooled_dc, RANDOM_10) < 0.05)
+    assert dc["ipc"] == 10 and math.isnan(dc["fraction"]) and dc["family"] == "distillation"
+
+    herding = row_of(table, protocol="fast", budget="ipc=10", method="herding")
+    assert herding["gain_vs_random"] == pytest.approx(np.mean(HERDING_10) - np.mean(RANDOM_10), abs=1e-12)
+    assert herding["p_value"] == pytest.approx(independent_welch_p(HERDING_10, RANDOM_10), rel=1e-9)
+    assert not herding["significant"]
+
+    random_row = row_of(table, protocol="fast", budget="ipc=10", method="random")
+    assert random_row["gain_vs_random"] == 0.0
+    assert math.isnan(random_row["p_value"]) and not random_row["significant"]
+
+    # Costs are means over the seeds (records) of the row.
+    assert dc["distill_seconds"] == pytest.approx(1.5) and dc["set_bytes"] == pytest.approx(4096)
+
+
+def test_table_rank_order_and_sorting(benchmark_records: list[ResultRecord]) -> None:
+    table = build_table(benchmark_records)
+    fast_10 = table[(table["protocol"] == "fast") & (table["budget"] == "ipc=10")]
+    assert list(fast_10["method"]) == ["dc", "herding", "random", "full"]
+    assert list(fast_10["rank"].iloc[:3]) == [1, 2, 3]
+    assert pd.isna(fast_10["rank"].iloc[3])
+    # Budgets sort numerically (ipc=1 before ipc=10), protocols alphabetically.
+    keys = list(dict.fromkeys(zip(table["protocol"], table["budget"], strict=True)))
+    assert keys == [("fast", "ipc=1"), ("fast", "ipc=10"), ("long", "ipc=10")]
+
+
+def test_table_ties_share_a_rank() -> None:
+    table = build_table(
+        [
+            make_record("a", [0.5, 0.7]),
+            make_record("b", [0.6, 0.6]),
+            make_record("random", [0.4, 0.5]),
+        ]
+    )
+    assert dict(zip(table["method"], table["rank"], strict=True)) == {"a": 1, "b": 1, "random": 3}
+
+
+def test_full_row_repeated_in_every_budget_group(benchmark_records: list[ResultRecord]) -> None:
+    table = build_table(benchmark_records)
+    full = table[table["method"] == "full"]
+    assert list(full["budget"]) == ["ipc=1", "ipc=10"]
+    assert full["is_reference"].all() and (full["protocol"] == "fast").all()
+    assert list(full["ipc"]) == [1, 10]
+    assert full["mean"].tolist() == pytest.approx([np.mean(FULL)] * 2)
+    gains = dict(zip(full["budget"], full["gain_vs_random"], strict=True))
+    assert gains["ipc=1"] == pytest.approx(np.mean(FULL) - np.mean(RANDOM_1))
+    assert gains["ipc=10"] == pytest.approx(np.mean(FULL) - np.mean(RANDOM_10))
+    assert not table.loc[table["method"] != "full", "is_reference"].any()
+
+
+def test_full_alone_gets_its_own_group() -> None:
+    table = build_table([make_record("full", FULL, family="reference")])
+    assert list(table["budget"]) == ["full"] and math.isnan(table["gain_vs_random"].iloc[0])
+
+
+def test_protocols_are_never_mixed(benchmark_records: list[ResultRecord]) -> None:
+    table = build_table(benchmark_records)
+    long_dc = row_of(table, protocol="long", method="dc")
+    assert long_dc["n"] == 2 and long_dc["seeds"] == 1
+    assert long_dc["gain_vs_random"] == pytest.approx(0.105 - 0.905)
+    assert long_dc["p_value"] == pytest.approx(independent_welch_p([0.1, 0.11], [0.9, 0.91]), rel=1e-9)
+    # The "fast" dc row at ipc=10 did not absorb the "long" record.
+    assert row_of(table, protocol="fast", budget="ipc=10", method="dc")["seeds"] == 2
+    # No "full" record was run under "long", so no reference row appears there.
+    assert set(table.loc[table["protocol"] == "long", "method"]) == {"random", "dc"}
+
+
+def test_each_evaluation_model_is_its_own_group() -> None:
+    records = [
+        make_record("random", {"convnet3": [0.5, 0.6], "mlp": [0.3, 0.35]}),
+        make_record("dc", {"convnet3": [0.8, 0.82], "mlp": [0.4, 0.41]}, family="distillation"),
+    ]
+    table = build_table(records)
+    assert row_of(table, model="mlp", method="dc")["gain_vs_random"] == pytest.approx(0.405 - 0.325)
+    assert row_of(table, model="convnet3", method="dc")["gain_vs_random"] == pytest.approx(0.81 - 0.55)
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss occurred:RuntimeWarning")
+def test_p_value_nan_for_too_few_values_or_no_spread() -> None:
+    table = build_table(
+        [
+            make_record("random", [0.5]),
+            make_record("one", [0.9]),
+        ]
+    )
+    assert table["p_value"].isna().all() and not table["significant"].any()
+    flat = build_table([make_record("random", [0.5, 0.5]), make_record("flat", [0.7, 0.7])])
+    assert math.isnan(row_of(flat, method="flat")["p_value"])
+    one_sided = build_table([make_record("random", [0.5, 0.5]), make_record("spread", [0.7, 0.8])])
+    assert row_of(one_sided, method="spread")["p_value"] == pytest.approx(
+        stats.ttest_ind([0.7, 0.8], [0.5, 0.5], equal_var=False).pvalue
+    )
+
+
+def test_no_random_row_gives_nan_gain() -> None:
+    table = build_table([make_record("herding", [0.6, 0.62], ipc=None, fraction=0.3)])
+    row = table.iloc[0]
+    assert row["budget"] == "fraction=0.3" and row["fraction"] == 0.3 and pd.isna(row["ipc"])
+    assert math.isnan(row["gain_vs_random"]) and math.isnan(row["p_value"])
+
+
+def test_empty_table_has_the_columns() -> None:
+    table = build_table([])
+    assert table.empty and list(table.columns) == list(leaderboard.TABLE_COLUMNS)
+
+
+def test_exports_keep_fractions_and_markdown_shows_percent(
+    benchmark_records: list[ResultRecord], tmp_path: Path
+) -> None:
+    table = build_table(benchmark_records)
+    csv_table = pd.read_csv(to_csv(table, tmp_path / "board.csv"))
+    assert csv_table["mean"].max() <= 1.0
+    assert csv_table["mean"].tolist() == pytest.approx(table["mean"].tolist(), abs=1e-12)
+    rows = json.loads(to_json(table, tmp_path / "board.json").read_text(encoding="utf-8"))
+    assert len(rows) == len(table) and all(0 <= row["mean"] <= 1 for row in rows)
+    random_row = next(row for row in rows if row["method"] == "random" and row["budget"] == "ipc=10")
+    assert random_row["p_value"] is None
+    markdown = to_markdown(table)
+    dc = row_of(table, protocol="fast", budget="ipc=10", method="dc")
+    assert f"{100 * dc['mean']:.1f} ± {100 * dc['std']:.1f}" in markdown
+    assert markdown.count("\n") == len(table) + 2
+    assert "*full*" in markdown and "*random*" in markdown
+
+
+# ----------------------------------------------------------------------------------------------
+# Report and CLI
+# ----------------------------------------------------------------------------------------------
+
+
+def test_render_report_is_offline_and_complete(benchmark_records: list[ResultRecord]) -> None:
+    problems = [(Path("records/x/y/bad.json"), "not valid JSON: <oops> & more")]
+    html = render_report(
+        benchmark_records, problems, generated_at=datetime(2026, 11, 28, 1, 0, tzinfo=timezone.utc)
+    )
+    assert "http" not in html.lower()
+    assert html.startswith("<!DOCTYPE html>")
+    assert "<script>" in html and "addEventListener" in html
+    for method in ("random", "dc", "herding", "full"):
+        assert f">{method}<" in html
+    assert html.count('<table class="leaderboard sortable">') == 2  # (digits, fast/long, convnet3)
+    assert 'class="random' in html and 'class="reference' in html
+    assert "bad.json" in html and "&lt;oops&gt; &amp; more" in html
+    assert "2026-11-28T01:00:00+00:00" in html
+    dc = row_of(build_table(benchmark_records), protocol="fast", budget="ipc=10", method="dc")
+    assert f"{100 * dc['mean']:.1f} ± {100 * dc['std']:.1f}" in html
+
+
+def test_render_report_without_records() -> None:
+    html = render_report([], [])
+    assert "<script>" in html and "http" not in html.lower()
+
+
+def test_cli_writes_all_outputs(
+    benchmark_records: list[ResultRecord], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results_dir = tmp_path / "results"
+    for record in benchmark_records:
+        write_record(record, results_dir)
+    (results_dir / "records" / "digits" / "foreign.json").write_text("{}", encoding="utf-8")
+    out_dir = tmp_path / "board"
+    assert main([str(results_dir), "--out-dir", str(out_dir)]) == 0
+    for name in ("leaderboard.csv", "leaderboard.md", "leaderboard.json"):
+        assert (out_dir / name).is_file()
+    assert (results_dir / "report.html").is_file()
+    captured = capsys.readouterr()
+    assert "foreign.json" in captured.err
+    assert "| Dataset |" in captured.out and "report.html" in captured.out
+
+    html_path = tmp_path / "elsewhere" / "page.html"
+    written = write_outputs(results_dir, html_path=html_path)
+    assert written["html"] == html_path and html_path.is_file()
+    assert written["csv"] == results_dir / "leaderboard.csv"
+
+
+def test_cli_exits_1_on_empty_or_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path)]) == 1
+    assert "no valid record" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(leaderboard.NoRecordsError):
+        write_outputs(tmp_path)
