@@ -11,11 +11,13 @@ A sweep: ``condense-bench -m method=random,full ipc=1,10 seed=0,1``.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
@@ -65,8 +67,28 @@ def results_dir_of(cfg: DictConfig) -> Path:
     return Path(to_absolute_path(str(cfg.results_dir)))
 
 
+def set_threads(cfg: DictConfig) -> None:
+    """Share the CPU cores between parallel jobs so that they do not oversubscribe them.
+
+    ``threads`` set explicitly wins; under the joblib launcher each of its ``n_jobs`` workers
+    gets ``cores // n_jobs`` threads.
+    """
+    import torch
+
+    threads = cfg.get("threads")
+    if threads is None and HydraConfig.initialized():
+        launcher = HydraConfig.get().launcher
+        if "joblib" in str(launcher.get("_target_", "")):
+            n_jobs = int(launcher.get("n_jobs") or -1)
+            n_jobs = (os.cpu_count() or 1) if n_jobs < 1 else n_jobs
+            threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="bench")
 def _app(cfg: DictConfig) -> str:
+    set_threads(cfg)
     outcome = run_cell(
         spec_from_config(cfg),
         results_dir=results_dir_of(cfg),

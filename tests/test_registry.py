@@ -1,0 +1,54 @@
+"""Registries: duplicate and unknown names raise with the valid choices; every registry is walkable."""
+
+from __future__ import annotations
+
+import pytest
+
+from condense import create_method, list_methods
+from data import Registry, list_datasets
+from evaluation.protocols import get_protocol, list_protocols
+
+
+def test_registry_rejects_duplicates_and_lists_valid_names():
+    registry: Registry[int] = Registry("thing")
+    registry.register("a", 1)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("a", 2)
+    with pytest.raises(ValueError, match="valid things: a"):
+        registry.get("b")
+    assert registry.names("a*") == ["a"] and "a" in registry and len(registry) == 1
+
+
+def test_unknown_method_lists_the_methods():
+    with pytest.raises(ValueError) as error:
+        create_method("nosuch")
+    assert "random" in str(error.value) and "full" in str(error.value)
+
+
+def test_unknown_method_option_lists_the_options():
+    with pytest.raises(ValueError, match="valid options: balanced"):
+        create_method("random", nosuch=1)
+
+
+def test_public_names():
+    assert {"random", "full"} <= set(list_methods())
+    expected = {"digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "tiny_imagenet", "imagefolder"}
+    assert expected <= set(list_datasets())
+    assert {"classic", "cross_arch", "fast"} <= set(list_protocols())
+    with pytest.raises(ValueError, match="valid protocols"):
+        get_protocol("nosuch")
+
+
+def test_protocol_recipes_match_the_reference():
+    classic = get_protocol("classic")
+    assert classic.models == ("convnet3",) and classic.num_models == 5
+    recipe = classic.recipe
+    assert (recipe.epochs, recipe.lr, recipe.momentum, recipe.weight_decay, recipe.batch_size) == (
+        1000,
+        0.01,
+        0.9,
+        5e-4,
+        256,
+    )
+    assert recipe.decay_at == 0.5 and recipe.decay_factor == 0.1 and classic.augmentation == "dsa"
+    assert set(get_protocol("cross_arch").models) == {"mlp", "lenet", "alexnet", "vgg11", "resnet18"}
