@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from hydra.experimental.callback import Callback
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from condense.benchmark import CellSpec, run_cell
+from condense.benchmark import CellOutcome, CellSpec, run_cell
 
 logger = logging.getLogger(__name__)
 
@@ -89,17 +91,27 @@ def set_threads(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="bench")
 def _app(cfg: DictConfig) -> str:
     set_threads(cfg)
-    outcome = run_cell(
-        spec_from_config(cfg),
+    spec = spec_from_config(cfg)
+    run = partial(
+        run_cell,
         results_dir=results_dir_of(cfg),
         device=str(cfg.device),
         progress=bool(cfg.progress),
         save_set=bool(cfg.save_sets),
     )
+    outcome = run(spec)
+    _report_cell(outcome)
+    # The reference rows every table needs, under the same budget, protocol and seed.
+    for reference in cfg.get("references") or []:
+        if reference != spec.method:
+            _report_cell(run(replace(spec, method=str(reference), method_options={})))
+    return str(outcome.record_path)
+
+
+def _report_cell(outcome: CellOutcome) -> None:
     verb = "skipped (record exists)" if outcome.skipped else "done"
     summary = ", ".join(f"{m} {r['mean']:.4f}" for m, r in outcome.record.to_dict()["results"].items())
-    print(f"[condense-bench] cell {outcome.key} {verb}: {summary} -> {outcome.record_path}", flush=True)
-    return str(outcome.record_path)
+    print(f"[condense-bench] {outcome.record.method} cell {outcome.key} {verb}: {summary}", flush=True)
 
 
 class ReportCallback(Callback):
