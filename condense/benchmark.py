@@ -118,7 +118,8 @@ def run_cell(
     synthetic.validate(image_shape=train.image_shape, check_budget=False)
     set_bytes = synthetic.num_bytes()
     set_path = None
-    if save_set and method.family != "reference":
+    # The whole-data reference and pool samplers (RS2) hold the training set itself: not saved.
+    if save_set and method.family != "reference" and synthetic.sampler is None:
         set_path = synthetic.save(results_dir / "sets" / spec.dataset / spec.method / f"{key}.safetensors")
 
     evaluation = evaluate_set(synthetic, test, protocol, seed=spec.seed, device=torch_device, progress=progress)
@@ -141,6 +142,7 @@ def run_cell(
                 **protocol.config_dict(),
                 "epochs_run": evaluation.epochs,
                 "used_learned_lr": any(r.used_learned_lr for r in evaluation.per_model.values()),
+                "sampler": synthetic.sampler,
             },
             "seed": spec.seed,
             "results": {

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -64,17 +66,46 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
 
 
+def _current_rss_bytes() -> int | None:
+    """Resident set size of this process (Linux ``/proc``), else ``None``."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _process_peak_rss_bytes() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
+
+
+class _RssSampler(threading.Thread):
+    """Samples the resident set size every ``interval`` seconds and keeps the maximum."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.peak = _current_rss_bytes() or 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.peak = max(self.peak, _current_rss_bytes() or 0)
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        return max(self.peak, _current_rss_bytes() or 0)
 
 
 @dataclass
 class ResourceMeter:
     """Wall time and peak memory of a block: ``with ResourceMeter(device) as meter: ...``.
 
-    On CUDA the peak is ``torch.cuda.max_memory_allocated`` within the block; on CPU it is the
-    process's peak resident set size (a process-lifetime maximum, stated as such in records).
+    On CUDA the peak is ``torch.cuda.max_memory_allocated`` within the block. On CPU it is how far
+    the process's resident memory rose above its level at the start of the block, sampled every
+    10 ms (``cpu_rss_increase``); where ``/proc`` is missing, the process-lifetime peak RSS.
     """
 
     device: torch.device
@@ -82,11 +113,18 @@ class ResourceMeter:
     peak_memory_bytes: int = 0
     memory_kind: str = ""
     _start: float = 0.0
+    _baseline: int | None = None
+    _sampler: _RssSampler | None = None
 
     def __enter__(self) -> ResourceMeter:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._baseline = _current_rss_bytes()
+            if self._baseline is not None:
+                self._sampler = _RssSampler()
+                self._sampler.start()
         self._start = time.perf_counter()
         return self
 
@@ -95,6 +133,9 @@ class ResourceMeter:
             torch.cuda.synchronize(self.device)
             self.peak_memory_bytes = int(torch.cuda.max_memory_allocated(self.device))
             self.memory_kind = "cuda_max_allocated"
+        elif self._sampler is not None and self._baseline is not None:
+            self.peak_memory_bytes = max(0, self._sampler.stop() - self._baseline)
+            self.memory_kind = "cpu_rss_increase"
         else:
             self.peak_memory_bytes = _process_peak_rss_bytes()
             self.memory_kind = "process_peak_rss"

@@ -21,6 +21,8 @@ from torch import Tensor
 
 FORMAT_NAME = "condense-bench/synthetic-set"
 FORMAT_VERSION = 1
+#: Training-time samplers the evaluation protocol knows (see ``evaluation.protocols``).
+TRAINING_SAMPLERS = ("rs2",)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,9 @@ class SyntheticSet:
         extras: further tensors (selected indices and scores, compensators, ...).
         provenance: method name and resolved config, dataset and fingerprint, seed, versions,
             distillation seconds and peak memory; JSON-serializable.
+        sampler: a training-time sampler the protocol must use instead of plain epochs over
+            all images, e.g. ``{"name": "rs2", "per_round": 130, "schedule": "equal_epochs"}``
+            (RS2 keeps the whole pool and trains on a fresh subset every round).
     """
 
     images: Tensor
@@ -96,6 +101,7 @@ class SyntheticSet:
     learned_lr: float | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    sampler: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -149,7 +155,9 @@ class SyntheticSet:
         for key, value in self.extras.items():
             if not isinstance(value, Tensor):
                 raise ValueError(f"extra {key!r} is not a tensor")
-        if check_budget and self.budget.ipc is not None:
+        if self.sampler is not None and self.sampler.get("name") not in TRAINING_SAMPLERS:
+            raise ValueError(f"unknown training sampler {self.sampler!r}; valid: {', '.join(TRAINING_SAMPLERS)}")
+        if check_budget and self.sampler is None and self.budget.ipc is not None:
             counts = self.class_counts()
             if not bool((counts == self.budget.ipc).all()):
                 raise ValueError(f"budget ipc={self.budget.ipc} but the set has per-class counts {counts.tolist()}")
@@ -167,6 +175,7 @@ class SyntheticSet:
             "learned_lr": self.learned_lr,
             "extras": sorted(self.extras),
             "provenance": self.provenance,
+            "sampler": self.sampler,
         }
 
     def to_bytes(self) -> bytes:
@@ -254,6 +263,7 @@ class SyntheticSet:
             learned_lr=meta.get("learned_lr"),
             extras=extras,
             provenance=meta.get("provenance", {}),
+            sampler=meta.get("sampler"),
         )
         result.validate(check_budget=False)
         return result

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from torch import Tensor
 
 from data import ImageDataset, Registry
 from data.seeding import derive_seed, make_generator, seeded_torch
 from data.synthetic import SyntheticSet
 from evaluation.augment import DSAParams, dsa_augment, strategy_for
 from evaluation.models import create_model
-from evaluation.train import TrainRecipe, accuracy, train_classifier
+from evaluation.train import EpochSampler, TrainRecipe, accuracy, train_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +159,9 @@ def evaluate_set(
     synthetic.validate(image_shape=test.image_shape, check_budget=False)
     device = torch.device(device)
     epochs = protocol.full_data_epochs if synthetic.budget.is_full else protocol.recipe.epochs
+    sampler_factory = None
+    if synthetic.sampler is not None:
+        epochs, sampler_factory = rs2_schedule(synthetic, protocol)
     lr = protocol.recipe.lr
     used_learned_lr = protocol.use_learned_lr and synthetic.learned_lr is not None
     if used_learned_lr:
@@ -190,6 +196,7 @@ def evaluate_set(
                 recipe,
                 generator=generator,
                 augment=augment,
+                sampler=sampler_factory() if sampler_factory is not None else None,
                 device=device,
                 progress=progress,
                 description=f"{protocol.name}:{model_name}#{index}",
@@ -206,3 +213,43 @@ def evaluate_set(
     return EvaluationResult(
         protocol=protocol.name, per_model=per_model, seconds=time.perf_counter() - start, epochs=epochs
     )
+
+
+def rs2_schedule(synthetic: SyntheticSet, protocol: Protocol) -> tuple[int, Callable[[], EpochSampler]]:
+    """Rounds and per-round sampler for RS2 (repeated random sampling without replacement).
+
+    Each round trains on ``per_round`` images taken from a running permutation of the whole
+    pool, reshuffled only when it is used up, so every image is seen before any repeats.
+    ``equal_epochs`` trains as many rounds as the protocol's epochs for a set of that size;
+    ``equal_iterations`` as many optimizer steps as the whole-data run (the RS2/CCS setting).
+    """
+    spec = synthetic.sampler or {}
+    per_round = int(spec["per_round"])
+    pool = len(synthetic)
+    if not 0 < per_round <= pool:
+        raise ValueError(f"rs2 per_round must be in [1, {pool}], got {per_round}")
+    batch = protocol.recipe.batch_size
+    if spec.get("schedule", "equal_epochs") == "equal_iterations":
+        full_steps = protocol.full_data_epochs * math.ceil(pool / batch)
+        rounds = math.ceil(full_steps / math.ceil(per_round / batch))
+    elif spec.get("schedule", "equal_epochs") == "equal_epochs":
+        rounds = protocol.recipe.epochs
+    else:
+        raise ValueError(f"unknown rs2 schedule {spec.get('schedule')!r}; valid: equal_epochs, equal_iterations")
+
+    def factory() -> EpochSampler:
+        state: dict[str, Tensor] = {"order": torch.empty(0, dtype=torch.long)}
+
+        def sample(epoch: int, generator: torch.Generator) -> Tensor:
+            if len(state["order"]) < per_round:
+                # Top up with a fresh permutation of the images not already waiting, so no
+                # round repeats an image and every image is used once per pass.
+                fresh = torch.randperm(pool, generator=generator)
+                fresh = fresh[~torch.isin(fresh, state["order"])]
+                state["order"] = torch.cat([state["order"], fresh])
+            chosen, state["order"] = state["order"][:per_round], state["order"][per_round:]
+            return chosen
+
+        return sample
+
+    return rounds, factory

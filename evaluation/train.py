@@ -15,6 +15,8 @@ from tqdm.auto import tqdm
 logger = logging.getLogger(__name__)
 
 Augment = Callable[[Tensor, torch.Generator], Tensor]
+#: ``(epoch, generator) -> indices`` of the images trained on in that epoch, in batch order.
+EpochSampler = Callable[[int, torch.Generator], Tensor]
 
 
 @dataclass(frozen=True)
@@ -60,14 +62,16 @@ def train_classifier(
     *,
     generator: torch.Generator,
     augment: Augment | None = None,
+    sampler: EpochSampler | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
     description: str = "train",
 ) -> TrainStats:
     """Train ``model`` in place on ``images``/``targets`` following ``recipe``.
 
-    Batches are reshuffled every epoch from ``generator``; ``augment(batch, generator)`` is
-    applied to every batch when given.
+    Every epoch visits a fresh permutation of all images drawn from ``generator``, or the
+    indices ``sampler(epoch, generator)`` returns (a per-epoch subset, as RS2 trains);
+    ``augment(batch, generator)`` is applied to every batch when given.
     """
     device = torch.device(device)
     model.to(device).train()
@@ -79,6 +83,7 @@ def train_classifier(
     decay_epoch = int(recipe.epochs * recipe.decay_at)
     n = len(images)
     steps = 0
+    images_seen = 0
     loss_value = float("nan")
     start = time.perf_counter()
     bar = tqdm(range(recipe.epochs), desc=description, disable=not progress, leave=False)
@@ -86,8 +91,12 @@ def train_classifier(
         if epoch == decay_epoch and epoch > 0:
             for group in optimizer.param_groups:
                 group["lr"] = recipe.lr * recipe.decay_factor
-        order = torch.randperm(n, generator=generator, device=generator.device).to(device)
-        for start_index in range(0, n, recipe.batch_size):
+        if sampler is None:
+            order = torch.randperm(n, generator=generator, device=generator.device).to(device)
+        else:
+            order = sampler(epoch, generator).to(device)
+        images_seen += len(order)
+        for start_index in range(0, len(order), recipe.batch_size):
             batch = order[start_index : start_index + recipe.batch_size]
             inputs = images[batch]
             if augment is not None:
@@ -100,9 +109,7 @@ def train_classifier(
         loss_value = float(loss.detach())
         if not torch.isfinite(loss.detach()):
             raise FloatingPointError(f"{description}: training loss became {loss_value} at epoch {epoch}")
-    return TrainStats(
-        final_loss=loss_value, seconds=time.perf_counter() - start, steps=steps, images_seen=steps and n * recipe.epochs
-    )
+    return TrainStats(final_loss=loss_value, seconds=time.perf_counter() - start, steps=steps, images_seen=images_seen)
 
 
 @torch.no_grad()

@@ -63,7 +63,7 @@ def _write_loaded(
         "csv": to_csv(table, out_folder / CSV_NAME),
         "markdown": write_text_atomic(out_folder / MARKDOWN_NAME, to_markdown(table)),
         "json": to_json(table, out_folder / JSON_NAME),
-        "html": write_text_atomic(html_target, render_report(loaded.records, loaded.problems)),
+        "html": write_text_atomic(html_target, render_report(loaded.records, loaded.problems, results_dir=results_dir)),
     }
 
 

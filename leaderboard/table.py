@@ -21,6 +21,7 @@ from scipy import stats
 from leaderboard.records import ResultRecord, StrPath, budget_label, summarize_accuracies, write_text_atomic
 
 RANDOM_METHOD = "random"
+REFERENCE_METHOD = "full"
 REFERENCE_FAMILY = "reference"
 SIGNIFICANCE_LEVEL = 0.05
 COST_COLUMNS = ("distill_seconds", "distill_peak_memory_bytes", "set_bytes", "eval_seconds", "num_images")
@@ -46,11 +47,13 @@ TABLE_COLUMNS = (
     *COST_COLUMNS,
 )
 _MISSING = "—"
+SIGNIFICANCE_MARKER = "*"
+NOT_RUN = "not run"
 
 
 @dataclass(frozen=True, order=True)
-class _Budget:
-    """A budget group; orders ipc budgets (by ipc), then fractions, then ``full``."""
+class BudgetKey:
+    """A budget group that sorts ipc budgets (by ipc), then fractions, then ``full``."""
 
     kind_order: int
     value: float
@@ -58,7 +61,7 @@ class _Budget:
     fraction: float | None = field(compare=False)
 
     @classmethod
-    def of(cls, ipc: int | None, fraction: float | None) -> _Budget:
+    def of(cls, ipc: int | None, fraction: float | None) -> BudgetKey:
         if ipc is not None:
             return cls(0, float(ipc), ipc, None)
         if fraction is not None:
@@ -136,7 +139,7 @@ def build_table(records: Iterable[ResultRecord]) -> pd.DataFrame:
         A frame with :data:`TABLE_COLUMNS`, sorted by dataset, protocol, model, budget (ipc
         ascending, then fraction ascending) and rank (reference rows last).
     """
-    budgeted_pools: dict[tuple[str, str, str, _Budget, str], _RowPool] = defaultdict(_RowPool)
+    budgeted_pools: dict[tuple[str, str, str, BudgetKey, str], _RowPool] = defaultdict(_RowPool)
     reference_pools: dict[tuple[str, str, str, str], _RowPool] = defaultdict(_RowPool)
     for record in records:
         for model, result in record.results.items():
@@ -145,18 +148,18 @@ def build_table(records: Iterable[ResultRecord]) -> pd.DataFrame:
                     record, result.accuracies
                 )
             else:
-                budget = _Budget.of(record.ipc, record.fraction)
+                budget = BudgetKey.of(record.ipc, record.fraction)
                 key = (record.dataset, record.protocol, model, budget, record.method)
                 budgeted_pools[key].add(record, result.accuracies)
 
-    groups: dict[tuple[str, str, str, _Budget], list[tuple[str, _RowPool, bool]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, BudgetKey], list[tuple[str, _RowPool, bool]]] = defaultdict(list)
     for (dataset, protocol, model, budget, method), pool in budgeted_pools.items():
         groups[(dataset, protocol, model, budget)].append((method, pool, False))
-    budgets_by_model: dict[tuple[str, str, str], set[_Budget]] = defaultdict(set)
+    budgets_by_model: dict[tuple[str, str, str], set[BudgetKey]] = defaultdict(set)
     for dataset, protocol, model, budget in groups:
         budgets_by_model[(dataset, protocol, model)].add(budget)
     for (dataset, protocol, model, method), pool in reference_pools.items():
-        budgets = budgets_by_model.get((dataset, protocol, model)) or {_Budget.of(None, None)}
+        budgets = budgets_by_model.get((dataset, protocol, model)) or {BudgetKey.of(None, None)}
         for budget in budgets:
             groups[(dataset, protocol, model, budget)].append((method, pool, True))
 
@@ -177,7 +180,7 @@ def build_table(records: Iterable[ResultRecord]) -> pd.DataFrame:
 
 
 def _group_rows(
-    dataset: str, protocol: str, model: str, budget: _Budget, entries: list[tuple[str, _RowPool, bool]]
+    dataset: str, protocol: str, model: str, budget: BudgetKey, entries: list[tuple[str, _RowPool, bool]]
 ) -> list[dict[str, Any]]:
     """Rows of one (dataset, protocol, model, budget) group with gain, p-value and rank."""
     random_pool = next(
@@ -224,6 +227,56 @@ def _group_rows(
     return rows
 
 
+@dataclass(frozen=True)
+class BaselineGap:
+    """A baseline row a table should have but does not: ``random`` at a budget, or ``full``."""
+
+    dataset: str
+    protocol: str
+    model: str
+    budget: str
+    method: str
+
+    @property
+    def message(self) -> str:
+        """What is missing and what it costs the reader, in one sentence."""
+        if self.method == RANDOM_METHOD:
+            return (
+                f"no {RANDOM_METHOD} baseline at {self.budget}: gains and p-values against random "
+                "cannot be computed for this budget"
+            )
+        return (
+            f"no full-dataset reference ({REFERENCE_METHOD}) under protocol {self.protocol} and model "
+            f"{self.model}: the upper bound is unknown"
+        )
+
+
+def baseline_gaps(table: pd.DataFrame) -> list[BaselineGap]:
+    """The ``random`` and ``full`` rows missing from a leaderboard frame; a pure function.
+
+    Every budget group of a (dataset, protocol, model) should hold a ``random`` row and a
+    reference row. A missing reference is reported once per budget group (the reference row is
+    repeated per budget when present). A group holding only the reference needs no ``random``.
+
+    Args:
+        table: a frame from :func:`build_table`.
+
+    Returns:
+        The gaps in table order: per budget group, ``random`` first, then ``full``.
+    """
+    gaps: list[BaselineGap] = []
+    for (dataset, protocol, model), group in table.groupby(["dataset", "protocol", "model"], sort=False):
+        has_reference = bool(group["is_reference"].any())
+        budgeted = group[~group["is_reference"]]
+        for budget in dict.fromkeys(budgeted["budget"]):
+            rows = budgeted[budgeted["budget"] == budget]
+            if not (rows["method"] == RANDOM_METHOD).any():
+                gaps.append(BaselineGap(dataset, protocol, model, budget, RANDOM_METHOD))
+            if not has_reference:
+                gaps.append(BaselineGap(dataset, protocol, model, budget, REFERENCE_METHOD))
+    return gaps
+
+
 # ----------------------------------------------------------------------------------------------
 # Display formatting (percent) shared by the Markdown export and the HTML report
 # ----------------------------------------------------------------------------------------------
@@ -256,9 +309,13 @@ def format_p_value(p_value: float) -> str:
 
 
 def format_seconds(seconds: float) -> str:
-    """Format a duration, e.g. ``"12.3 s"``, ``"4.2 min"``, ``"1.5 h"``."""
+    """Format a duration, e.g. ``"<1 ms"``, ``"250 ms"``, ``"12.3 s"``, ``"4.2 min"``, ``"1.5 h"``."""
     if _is_missing(seconds):
         return _MISSING
+    if seconds < 0.001:
+        return "<1 ms"
+    if seconds < 1:
+        return f"{1000 * seconds:.0f} ms"
     if seconds < 60:
         return f"{seconds:.3g} s"
     if seconds < 3600:
@@ -308,8 +365,11 @@ DISPLAY_COLUMNS: dict[str, str] = {
 
 
 def format_row(row: pd.Series | dict[str, Any]) -> dict[str, str]:
-    """Format one table row for display: keys of :data:`DISPLAY_COLUMNS`, percent strings."""
-    significance = " *" if row["significant"] else ""
+    """Format one table row for display: keys of :data:`DISPLAY_COLUMNS`, percent strings.
+
+    A gain significantly different from ``random`` (Welch p < 0.05) carries a ``*``.
+    """
+    significance = f" {SIGNIFICANCE_MARKER}" if row["significant"] else ""
     return {
         "budget": str(row["budget"]),
         "rank": format_rank(row["rank"]),
@@ -318,8 +378,8 @@ def format_row(row: pd.Series | dict[str, Any]) -> dict[str, str]:
         "label_type": str(row["label_type"]),
         "accuracy": format_accuracy(row["mean"], row["std"]),
         "ci95": format_interval(row["ci95_low"], row["ci95_high"]),
-        "gain_vs_random": format_gain(row["gain_vs_random"]),
-        "p_value": format_p_value(row["p_value"]) + significance,
+        "gain_vs_random": format_gain(row["gain_vs_random"]) + significance,
+        "p_value": format_p_value(row["p_value"]),
         "seeds": str(int(row["seeds"])),
         "n": str(int(row["n"])),
         "distill_seconds": format_seconds(row["distill_seconds"]),
@@ -330,47 +390,65 @@ def format_row(row: pd.Series | dict[str, Any]) -> dict[str, str]:
     }
 
 
+def format_missing_row(gap: BaselineGap) -> dict[str, str]:
+    """Display cells of the placeholder row of a missing baseline: ``not run`` under accuracy."""
+    cells = dict.fromkeys(DISPLAY_COLUMNS, _MISSING)
+    cells.update(
+        budget=gap.budget,
+        method=gap.method,
+        family=REFERENCE_FAMILY if gap.method == REFERENCE_METHOD else "selection",
+        label_type="hard",
+        accuracy=NOT_RUN,
+    )
+    return cells
+
+
 # ----------------------------------------------------------------------------------------------
 # Exports
 # ----------------------------------------------------------------------------------------------
 
-_MARKDOWN_COLUMNS = (
-    "budget",
-    "rank",
-    "method",
-    "label_type",
-    "accuracy",
-    "ci95",
-    "gain_vs_random",
-    "p_value",
-    "seeds",
-    "n",
-    "distill_seconds",
-    "set_bytes",
+MARKDOWN_LEGEND = (
+    "Accuracy in percent: mean ± sample std over all evaluation runs of all seeds; 95% CI of the mean. "
+    "Δ random in percentage points against `random` at the same budget; "
+    f"`{SIGNIFICANCE_MARKER}` marks Welch's t-test p < {SIGNIFICANCE_LEVEL:g}. "
+    "Costs are means over seeds. Baselines in italics; a baseline that was not run says so."
 )
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """Render the table as one GitHub Markdown table, accuracies in percent.
+    """Render the table as GitHub Markdown: one table per (dataset, protocol, evaluation model).
 
-    ``random`` and reference rows are shown in italics; ``*`` after a p-value marks p < 0.05.
+    Rows keep the frame's order; a missing ``random`` or ``full`` row of a budget group gets a
+    ``not run`` placeholder line at the end of its group. ``random`` and reference rows are in
+    italics. Accuracies are in percent.
     """
-    headers = ["Dataset", "Protocol", "Model", *(DISPLAY_COLUMNS[column] for column in _MARKDOWN_COLUMNS)]
-    lines = [
-        _markdown_line(headers),
-        _markdown_line(["---"] * 3 + ["---:" if _is_numeric(c) else "---" for c in _MARKDOWN_COLUMNS]),
-    ]
-    for _, row in table.iterrows():
-        cells = format_row(row)
-        if row["is_reference"] or row["method"] == RANDOM_METHOD:
-            cells["method"] = f"*{cells['method']}*"
-        lines.append(
-            _markdown_line(
-                [str(row["dataset"]), str(row["protocol"]), str(row["model"])]
-                + [cells[column] for column in _MARKDOWN_COLUMNS]
-            )
-        )
-    return "\n".join(lines) + "\n"
+    lines = [MARKDOWN_LEGEND, ""]
+    if table.empty:
+        return "\n".join([*lines, "No records."]) + "\n"
+    missing: dict[tuple[str, str, str, str], list[BaselineGap]] = defaultdict(list)
+    for gap in baseline_gaps(table):
+        missing[(gap.dataset, gap.protocol, gap.model, gap.budget)].append(gap)
+    columns = list(DISPLAY_COLUMNS)
+    for (dataset, protocol, model), group in table.groupby(["dataset", "protocol", "model"], sort=False):
+        lines += [
+            f"### {dataset} · {protocol} · {model}",
+            "",
+            _markdown_line([DISPLAY_COLUMNS[column] for column in columns]),
+            _markdown_line(["---:" if _is_numeric(column) else "---" for column in columns]),
+        ]
+        budgets = list(dict.fromkeys(group["budget"]))
+        for budget in budgets:
+            for _, row in group[group["budget"] == budget].iterrows():
+                cells = format_row(row)
+                if row["is_reference"] or row["method"] == RANDOM_METHOD:
+                    cells["method"] = f"*{cells['method']}*"
+                lines.append(_markdown_line([cells[column] for column in columns]))
+            for gap in missing.get((dataset, protocol, model, budget), []):
+                cells = format_missing_row(gap)
+                cells["method"] = f"*{cells['method']}*"
+                lines.append(_markdown_line([cells[column] for column in columns]))
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _is_numeric(column: str) -> bool:

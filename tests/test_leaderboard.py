@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import io
 import json
 import math
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import stats
 
 import leaderboard
+from data.synthetic import Budget, SyntheticSet
 from leaderboard import (
     ModelResult,
     RecordCosts,
@@ -22,7 +26,9 @@ from leaderboard import (
     ResultRecord,
     build_table,
     find_record,
+    grids,
     load_records,
+    plots,
     record_path,
     render_report,
     summarize_accuracies,
@@ -33,6 +39,7 @@ from leaderboard import (
     write_record,
 )
 from leaderboard.cli import main
+from leaderboard.table import BaselineGap, baseline_gaps
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
@@ -53,6 +60,7 @@ def make_record(
     seed: int = 0,
     label_type: str = "hard",
     costs: RecordCosts | None = None,
+    set_path: str | None = None,
 ) -> ResultRecord:
     """A valid record with a fresh cell key; a plain list of accuracies goes to ``convnet3``."""
     per_model = accuracies if isinstance(accuracies, dict) else {"convnet3": accuracies}
@@ -77,7 +85,7 @@ def make_record(
         git_revision=None,
         device="cpu",
         created="2026-11-28T01:00:00+00:00",
-        set_path=None,
+        set_path=set_path,
     )
 
 
@@ -88,6 +96,13 @@ def independent_welch_p(sample: list[float], baseline: list[float]) -> float:
     t_stat = (a.mean() - b.mean()) / math.sqrt(var_a + var_b)
     dof = (var_a + var_b) ** 2 / (var_a**2 / (a.size - 1) + var_b**2 / (b.size - 1))
     return float(2 * stats.t.sf(abs(t_stat), dof))
+
+
+def assert_offline(html: str) -> None:
+    """No URL anywhere, and every embedded resource is a data: URI."""
+    assert not re.search(r"(?i)https?://", html)
+    assert not re.search(r"(?i)<link|@import|<iframe|<script\s+src", html)
+    assert all(source.startswith("data:image/png;base64,") for source in re.findall(r'src="([^"]*)"', html))
 
 
 def row_of(table: pd.DataFrame, **where: Any) -> pd.Series:
@@ -460,9 +475,17 @@ def test_exports_keep_fractions_and_markdown_shows_percent(
     assert random_row["p_value"] is None
     markdown = to_markdown(table)
     dc = row_of(table, protocol="fast", budget="ipc=10", method="dc")
-    assert f"{100 * dc['mean']:.1f} ± {100 * dc['std']:.1f}" in markdown
-    assert markdown.count("\n") == len(table) + 2
+    assert f"| {100 * dc['mean']:.1f} ± {100 * dc['std']:.1f} |" in markdown
+    assert f"| {100 * dc['gain_vs_random']:+.1f} * |" in markdown  # significant gain is marked
     assert "*full*" in markdown and "*random*" in markdown
+    # One table per (dataset, protocol, model); the "long" table has no full run and says so.
+    sections = markdown.split("### ")[1:]
+    assert [section.splitlines()[0] for section in sections] == ["digits · fast · convnet3", "digits · long · convnet3"]
+    fast_rows = [line for line in sections[0].splitlines() if line.startswith("| ipc")]
+    long_rows = [line for line in sections[1].splitlines() if line.startswith("| ipc")]
+    assert len(fast_rows) == 7 and len(long_rows) == 3
+    assert long_rows[-1].startswith("| ipc=10 | — | *full* | reference | hard | not run |")
+    assert len(markdown.splitlines()[4].split("|")) - 2 == len(leaderboard.table.DISPLAY_COLUMNS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -475,13 +498,20 @@ def test_render_report_is_offline_and_complete(benchmark_records: list[ResultRec
     html = render_report(
         benchmark_records, problems, generated_at=datetime(2026, 11, 28, 1, 0, tzinfo=timezone.utc)
     )
-    assert "http" not in html.lower()
+    assert_offline(html)
     assert html.startswith("<!DOCTYPE html>")
     assert "<script>" in html and "addEventListener" in html
     for method in ("random", "dc", "herding", "full"):
         assert f">{method}<" in html
-    assert html.count('<table class="leaderboard sortable">') == 2  # (digits, fast/long, convnet3)
+    assert html.count('<table class="leaderboard sortable detail">') == 2  # (digits, fast/long, convnet3)
+    assert html.count('<table class="leaderboard sortable matrix">') == 1  # only "fast" has two budgets
     assert 'class="random' in html and 'class="reference' in html
+    # The "long" table has no full run: a striped placeholder row and a line in the overview.
+    assert html.count('<tr class="missing">') == 1 and "no <code>full</code> row" in html
+    # fast: accuracy vs budget and vs cost; long has one budget, so only the cost plot.
+    assert "Plots · digits · fast" in html and "Plots · digits · long" in html
+    assert html.count("<figure>") == 3 and html.count('alt="accuracy against images per class') == 1
+    assert "Synthetic sets" not in html and "Cross-architecture" not in html
     assert "bad.json" in html and "&lt;oops&gt; &amp; more" in html
     assert "2026-11-28T01:00:00+00:00" in html
     dc = row_of(build_table(benchmark_records), protocol="fast", budget="ipc=10", method="dc")
@@ -490,7 +520,9 @@ def test_render_report_is_offline_and_complete(benchmark_records: list[ResultRec
 
 def test_render_report_without_records() -> None:
     html = render_report([], [])
-    assert "<script>" in html and "http" not in html.lower()
+    assert "<script>" in html
+    assert_offline(html)
+    assert to_markdown(build_table([])).endswith("No records.\n")
 
 
 def test_cli_writes_all_outputs(
@@ -507,7 +539,8 @@ def test_cli_writes_all_outputs(
     assert (results_dir / "report.html").is_file()
     captured = capsys.readouterr()
     assert "foreign.json" in captured.err
-    assert "| Dataset |" in captured.out and "report.html" in captured.out
+    assert "### digits · fast · convnet3" in captured.out and "| Budget |" in captured.out
+    assert "report.html" in captured.out
 
     html_path = tmp_path / "elsewhere" / "page.html"
     written = write_outputs(results_dir, html_path=html_path)
@@ -523,3 +556,280 @@ def test_cli_exits_1_on_empty_or_missing_folder(tmp_path: Path, capsys: pytest.C
     assert not any(tmp_path.iterdir())
     with pytest.raises(leaderboard.NoRecordsError):
         write_outputs(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Baseline gaps and display formats
+# ----------------------------------------------------------------------------------------------
+
+
+def test_baseline_gaps_name_every_missing_random_and_full(benchmark_records: list[ResultRecord]) -> None:
+    table = build_table(benchmark_records)
+    assert baseline_gaps(table) == [BaselineGap("digits", "long", "convnet3", "ipc=10", "full")]
+    # A budget without random, under a protocol without full: both are reported, per budget.
+    extra = build_table(
+        [*benchmark_records, make_record("dc", [0.8, 0.81], ipc=50, family="distillation")]
+    )
+    fast_gaps = [gap for gap in baseline_gaps(extra) if gap.protocol == "fast"]
+    assert fast_gaps == [BaselineGap("digits", "fast", "convnet3", "ipc=50", "random")]
+    assert "gains and p-values" in fast_gaps[0].message
+    # The full row alone needs no random; an empty table has no gaps.
+    assert baseline_gaps(build_table([make_record("full", FULL, family="reference")])) == []
+    assert baseline_gaps(build_table([])) == []
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(math.nan, "—"), (0.0, "<1 ms"), (0.25, "250 ms"), (12.34, "12.3 s"), (252, "4.2 min"), (5400, "1.5 h")],
+)
+def test_format_seconds(seconds: float, text: str) -> None:
+    assert leaderboard.table.format_seconds(seconds) == text
+
+
+# ----------------------------------------------------------------------------------------------
+# Plot data (pure functions of the table) and drawing
+# ----------------------------------------------------------------------------------------------
+
+
+def test_budget_curves_and_reference_levels(benchmark_records: list[ResultRecord]) -> None:
+    table = build_table(benchmark_records)
+    fast = table[table["protocol"] == "fast"]
+    curves = plots.budget_curves(fast, "ipc")
+    assert list(zip(curves["method"], curves["x"], strict=True)) == [
+        ("dc", 1.0),
+        ("dc", 10.0),
+        ("herding", 10.0),
+        ("random", 1.0),
+        ("random", 10.0),
+    ]
+    dc = curves[curves["method"] == "dc"]
+    assert dc["mean"].tolist() == pytest.approx([np.mean(DC_1), np.mean(DC_10_SEED0 + DC_10_SEED1)])
+    assert dc["std"].tolist() == pytest.approx([np.std(DC_1, ddof=1), np.std(DC_10_SEED0 + DC_10_SEED1, ddof=1)])
+    assert plots.budget_curves(fast, "fraction").empty
+    levels = plots.reference_levels(fast)
+    assert levels["method"].tolist() == ["full"] and levels["mean"].tolist() == pytest.approx([np.mean(FULL)])
+    with pytest.raises(ValueError, match="kind"):
+        plots.budget_curves(fast, "epochs")
+
+
+def test_pareto_front() -> None:
+    costs = [1.0, 2.0, 3.0, 4.0, 0.5, math.nan, 2.0]
+    accuracies = [0.5, 0.7, 0.6, 0.9, 0.4, 0.99, 0.7]
+    # 3 (cost 3, 0.6) is beaten by 1 (cost 2, 0.7); 6 ties 1 and comes later; 5 has no cost.
+    assert plots.pareto_front(costs, accuracies) == [4, 0, 1, 3]
+    assert plots.pareto_front([], []) == []
+
+
+def test_cost_points_clip_free_methods_and_mark_the_front() -> None:
+    costs = {"random": RecordCosts(0.0, 0, 1.0, 10, 10), "cheap": RecordCosts(2.0, 0, 1.0, 10, 10)}
+    records = [
+        make_record("random", [0.50, 0.52], costs=costs["random"]),
+        make_record("cheap", [0.60, 0.62], costs=costs["cheap"]),
+        make_record("costly", [0.55, 0.57], costs=RecordCosts(100.0, 0, 1.0, 10, 10)),
+        make_record("full", FULL, family="reference", costs=RecordCosts(None, None, 1.0, None, None)),
+    ]
+    points = plots.cost_points(build_table(records)).set_index("method")
+    assert set(points.index) == {"random", "cheap", "costly"}  # the reference is a line, not a point
+    assert points.loc["random", "seconds"] == plots.COST_FLOOR_SECONDS
+    assert points.loc["costly", "seconds"] == 100.0
+    assert points["on_front"].to_dict() == {"cheap": True, "costly": False, "random": True}
+
+
+def test_heatmap_matrix_orders_methods_by_mean_over_models() -> None:
+    records = [
+        make_record("random", {"mlp": [0.40, 0.42], "lenet": [0.50, 0.52]}, protocol="cross_arch"),
+        make_record("dc", {"mlp": [0.60, 0.62], "lenet": [0.70, 0.72]}, family="distillation", protocol="cross_arch"),
+        make_record("mtt", {"mlp": [0.90, 0.92]}, family="distillation", protocol="cross_arch"),
+        make_record("full", {"mlp": [0.95, 0.96], "lenet": [0.97, 0.98]}, family="reference", protocol="cross_arch"),
+    ]
+    table = build_table(records)
+    matrix = plots.heatmap_matrix(table[table["budget"] == "ipc=10"])
+    assert list(matrix.columns) == ["lenet", "mlp", "mean"]  # table order (alphabetical), then the mean
+    assert list(matrix.index) == ["dc", "random", "mtt", "full"]  # mtt lacks lenet: no mean, after those with one
+    assert matrix.loc["dc", "mean"] == pytest.approx((0.61 + 0.71) / 2)
+    assert matrix.loc["mtt", "mlp"] == pytest.approx(0.91) and math.isnan(matrix.loc["mtt", "lenet"])
+    assert math.isnan(matrix.loc["mtt", "mean"])
+    png = plots.plot_heatmap(matrix, title="cross_arch")
+    assert png.startswith(PNG_SIGNATURE)
+
+
+def test_method_colors_are_stable_and_distinct() -> None:
+    colors = plots.method_colors(["mtt", "random", "dc", "full", "dc"], reference_methods=["full"])
+    assert colors == plots.method_colors(["full", "dc", "random", "mtt"], reference_methods=["full"])
+    assert colors["random"] != colors["dc"] != colors["mtt"] != colors["full"]
+    assert len(set(colors.values())) == 4
+
+
+def test_plots_render_pngs_and_skip_what_they_cannot_show(benchmark_records: list[ResultRecord]) -> None:
+    from PIL import Image
+
+    table = build_table(benchmark_records)
+    fast, long = table[table["protocol"] == "fast"], table[table["protocol"] == "long"]
+    colors = plots.method_colors(table["method"], ["full"])
+    png = plots.plot_accuracy_vs_budget(fast, colors)
+    assert png is not None and png.startswith(PNG_SIGNATURE)
+    assert Image.open(io.BytesIO(png)).size[0] > 300
+    assert plots.plot_accuracy_vs_budget(long, colors) is None  # a single budget: no curve
+    assert plots.plot_accuracy_vs_budget(fast, colors, "fraction") is None
+    cost_png = plots.plot_accuracy_vs_cost(long, colors)
+    assert cost_png is not None and cost_png.startswith(PNG_SIGNATURE)
+    assert plots.png_data_uri(b"\x89PNG").startswith("data:image/png;base64,")
+
+
+# ----------------------------------------------------------------------------------------------
+# Image grids of saved sets
+# ----------------------------------------------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DIGITS_MEAN, DIGITS_STD = (0.3,), (0.2,)
+
+
+def save_set(
+    results_dir: Path,
+    name: str,
+    pixels: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    mean: tuple[float, ...] = DIGITS_MEAN,
+    std: tuple[float, ...] = DIGITS_STD,
+    num_classes: int = 10,
+) -> str:
+    """Save pixels (in [0, 1]) normalized, as the benchmark does; returns the path relative to results_dir."""
+    images = (pixels - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    synthetic = SyntheticSet(
+        images=images.float(),
+        labels=labels,
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        budget=Budget(ipc=1),
+        learned_lr=None,
+        extras={},
+        provenance={},
+    )
+    relative = f"sets/digits/{name}.safetensors"
+    synthetic.save(results_dir / relative)
+    return relative
+
+
+def class_pixels(num_classes: int, per_class: int, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-channel images encoding (class, index): uniform grey ``(c + 1) / 20``, ``index / 100`` at (0, 0)."""
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    pixels = ((labels.float() + 1) / 20).view(-1, 1, 1, 1).repeat(1, 1, size, size)
+    pixels[:, 0, 0, 0] = torch.arange(per_class).repeat(num_classes).float() / 100
+    return pixels, labels
+
+
+def test_read_set_preview_denormalizes_and_caps_classes_and_images(tmp_path: Path) -> None:
+    pixels, labels = class_pixels(12, 12)
+    path = tmp_path / save_set(tmp_path, "big", pixels, labels, num_classes=12)
+    preview = grids.read_set_preview(path)
+    assert preview.classes == list(range(10)) and preview.num_classes == 12 and preview.num_images == 144
+    assert [len(row) for row in preview.images] == [10] * 10 and not preview.soft_labels
+    third = preview.images[3][7]
+    assert third.shape == (8, 8, 1)
+    assert third[4, 4, 0] == pytest.approx(4 / 20, abs=1e-6)  # class 3 -> grey (3 + 1) / 20, denormalized
+    assert third[0, 0, 0] == pytest.approx(0.07, abs=1e-6)  # the 8th image of its class
+    small = grids.read_set_preview(path, max_classes=2, max_per_class=3)
+    assert small.classes == [0, 1] and [len(row) for row in small.images] == [3, 3]
+
+
+def test_read_set_preview_soft_labels_and_rgb(tmp_path: Path) -> None:
+    pixels = torch.rand(6, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    soft = torch.full((6, 4), 0.1)
+    soft[torch.arange(6), torch.tensor([2, 2, 0, 3, 3, 3])] = 0.7
+    mean, std = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
+    path = tmp_path / save_set(tmp_path, "soft", pixels, soft, mean=mean, std=std, num_classes=4)
+    preview = grids.read_set_preview(path)
+    assert preview.soft_labels and preview.classes == [0, 2, 3] and preview.num_classes == 4
+    assert [len(row) for row in preview.images] == [1, 2, 3]
+    assert preview.images[0][0] == pytest.approx(pixels[2].permute(1, 2, 0).numpy(), abs=1e-6)
+
+
+def test_grid_png_layout_and_pixels(tmp_path: Path) -> None:
+    from PIL import Image
+
+    assert [grids.tile_size(side, side) for side in (8, 28, 32, 64, 128)] == [32, 56, 32, 64, 64]
+    pixels, labels = class_pixels(3, 2)
+    preview = grids.read_set_preview(tmp_path / save_set(tmp_path, "small", pixels, labels, num_classes=3))
+    image = Image.open(io.BytesIO(grids.grid_png(preview))).convert("L")
+    tile, gap, label = 32, 2, 22
+    assert image.size == (label + 2 * (tile + gap), 3 * (tile + gap) + gap)
+    for class_id in range(3):
+        centre = (label + tile // 2, gap + class_id * (tile + gap) + tile // 2)
+        assert abs(image.getpixel(centre) - 255 * (class_id + 1) / 20) <= 1  # float32 round trip
+    with pytest.raises(ValueError, match="no images"):
+        grids.grid_png(grids.SetPreview([], [], 0, 0, False))
+
+
+def test_synthetic_set_grids_skip_bad_files_with_a_note(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    pixels, labels = class_pixels(10, 1)
+    good = save_set(tmp_path, "good", pixels, labels)
+    (tmp_path / "sets" / "digits" / "corrupt.safetensors").write_bytes(b"not a safetensors file")
+    save_file({"images": np.zeros((1, 1, 8, 8), np.float32)}, str(tmp_path / "sets" / "digits" / "foreign.safetensors"))
+    records = [
+        make_record("dc", [0.8, 0.82], family="distillation", set_path=good),
+        # seed 0 lost its file; seed 1 is shown instead, without a note
+        make_record("herding", [0.6, 0.61], seed=0, set_path="sets/digits/gone.safetensors"),
+        make_record("herding", [0.6, 0.62], seed=1, set_path=good),
+        make_record("missing", [0.5, 0.51], set_path="sets/digits/gone.safetensors"),
+        make_record("corrupt", [0.5, 0.51], set_path="sets/digits/corrupt.safetensors"),
+        make_record("foreign", [0.5, 0.51], set_path="sets/digits/foreign.safetensors"),
+        make_record("escape", [0.5, 0.51], set_path="../outside.safetensors"),
+        make_record("unsaved", [0.5, 0.51]),
+        make_record("full", FULL, family="reference"),
+    ]
+    (tmp_path.parent / "outside.safetensors").write_bytes(b"x")
+    found, notes = grids.synthetic_set_grids(records, tmp_path)
+    assert [(grid.method, grid.budget, grid.seed) for grid in found] == [("dc", "ipc=10", 0), ("herding", "ipc=10", 1)]
+    assert found[0].png.startswith(PNG_SIGNATURE) and found[0].num_images == 10 and found[0].classes_shown == 10
+    reasons = {note.method: note.message for note in notes}
+    assert set(reasons) == {"missing", "corrupt", "foreign", "escape", "unsaved"}  # full: no set, no note
+    assert reasons["missing"] == "sets/digits/gone.safetensors: file missing"
+    assert reasons["corrupt"].startswith("sets/digits/corrupt.safetensors: unreadable (")
+    assert "condense_bench" in reasons["foreign"]
+    assert "outside the results folder" in reasons["escape"]
+    assert "no saved set" in reasons["unsaved"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The report with plots, heatmaps and grids
+# ----------------------------------------------------------------------------------------------
+
+
+def test_render_report_with_results_dir_shows_grids_heatmaps_and_notes(tmp_path: Path) -> None:
+    pixels, labels = class_pixels(10, 2)
+    good = save_set(tmp_path, "good", pixels, labels)
+    records = [
+        make_record("random", [0.50, 0.55, 0.60], set_path=good),
+        make_record("dc", [0.70, 0.72], family="distillation", ipc=1, set_path="sets/digits/gone.safetensors"),
+        make_record("random", [0.30, 0.35], ipc=1, set_path=good),
+        make_record("full", FULL, family="reference"),
+        make_record(
+            "dc",
+            {"mlp": [0.6, 0.62], "lenet": [0.7, 0.71]},
+            family="distillation",
+            protocol="cross_arch",
+        ),
+        make_record("random", {"mlp": [0.4, 0.42], "lenet": [0.5, 0.52]}, protocol="cross_arch"),
+    ]
+    problems = [(Path("records/digits/x.json"), "not a condense-bench record: 'schema' is 'https://example.org'")]
+    html = render_report(records, problems, results_dir=tmp_path)
+    assert_offline(html)
+    assert "https[:]//example.org" in html  # a URL from record text is shown defanged
+    assert html.count('class="grid-card"') == 2  # random at ipc=1 and ipc=10; dc's file is gone
+    assert "Sets not shown" in html and "sets/digits/gone.safetensors: file missing" in html
+    assert "Cross-architecture · digits · cross_arch" in html and "Cross-architecture · digits · fast" not in html
+    assert html.count('alt="accuracy per method and evaluation model') == 1
+    # the old call (no results folder) still works and simply has no grids
+    assert 'class="grid-card"' not in render_report(records, problems)
+
+
+def test_write_outputs_report_has_grids(tmp_path: Path) -> None:
+    pixels, labels = class_pixels(10, 1)
+    record = make_record("random", [0.5, 0.55], ipc=1, set_path=save_set(tmp_path, "set", pixels, labels))
+    write_record(record, tmp_path)
+    html = write_outputs(tmp_path)["html"].read_text(encoding="utf-8")
+    assert html.count('class="grid-card"') == 1 and f"condense-report {tmp_path}" in html
