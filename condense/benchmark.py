@@ -155,6 +155,7 @@ def run_cell(
                 "eval_seconds": evaluation.seconds,
                 "set_bytes": set_bytes,
                 "num_images": len(synthetic),
+                **precompute_costs(provenance),
             },
             "versions": versions(),
             "git_revision": git_revision(),
@@ -172,6 +173,22 @@ def run_cell(
     means = ", ".join(f"{m}: {r['mean']:.4f}" for m, r in record.to_dict()["results"].items())
     logger.info("cell %s done in %.1fs (%s); record %s", key, time.perf_counter() - started, means, path)
     return CellOutcome(key, path, record, False)
+
+
+#: Provenance prefixes of cached intermediate products (``<prefix>_seconds``, ``<prefix>_cache_hit``).
+PRECOMPUTED_PRODUCTS = ("proxy", "experts", "teacher")
+
+
+def precompute_costs(provenance: dict[str, Any]) -> dict[str, Any]:
+    """The cost of cached products a method used, charged to the cell whether built or loaded."""
+    seconds = [float(provenance[f"{p}_seconds"]) for p in PRECOMPUTED_PRODUCTS if f"{p}_seconds" in provenance]
+    hits = [bool(provenance[f"{p}_cache_hit"]) for p in PRECOMPUTED_PRODUCTS if f"{p}_cache_hit" in provenance]
+    costs: dict[str, Any] = {}
+    if seconds:
+        costs["precompute_seconds"] = sum(seconds)
+    if hits:
+        costs["precompute_cache_hit"] = all(hits)
+    return costs
 
 
 def _existing_record(results_dir: Path, key: str) -> ResultRecord | None:

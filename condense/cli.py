@@ -92,6 +92,8 @@ def set_threads(cfg: DictConfig) -> None:
 def _app(cfg: DictConfig) -> str:
     set_threads(cfg)
     spec = spec_from_config(cfg)
+    # Shared caches (proxy models, expert trajectories, teachers) live beside the records.
+    os.environ.setdefault("CONDENSE_CACHE", str(results_dir_of(cfg) / "cache"))
     run = partial(
         run_cell,
         results_dir=results_dir_of(cfg),

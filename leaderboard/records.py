@@ -59,6 +59,9 @@ _RECORD_KEYS = (
 )
 _MODEL_RESULT_KEYS = ("accuracies", "mean", "std", "ci95")
 _COST_KEYS = ("distill_seconds", "distill_peak_memory_bytes", "eval_seconds", "set_bytes", "num_images")
+#: Optional: seconds of cached intermediate products a cell used (proxy models, expert
+#: trajectories, teachers), charged to every cell that uses them, and whether the cache had them.
+_OPTIONAL_COST_KEYS = ("precompute_seconds", "precompute_cache_hit")
 
 
 class RecordError(ValueError):
@@ -278,9 +281,13 @@ class RecordCosts:
     eval_seconds: float | None
     set_bytes: int | None
     num_images: int | None
+    precompute_seconds: float | None = None
+    precompute_cache_hit: bool | None = None
 
     def __post_init__(self) -> None:
-        for key in ("distill_seconds", "eval_seconds"):
+        if self.precompute_cache_hit is not None and not isinstance(self.precompute_cache_hit, bool):
+            raise RecordError(f"costs.precompute_cache_hit must be a boolean, got {self.precompute_cache_hit!r}")
+        for key in ("distill_seconds", "eval_seconds", "precompute_seconds"):
             value = _check_float(f"costs.{key}", getattr(self, key), allow_none=True)
             if value is not None and value < 0:
                 raise RecordError(f"costs.{key} must be >= 0, got {value}")
@@ -292,14 +299,16 @@ class RecordCosts:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form."""
-        return {key: getattr(self, key) for key in _COST_KEYS}
+        data = {key: getattr(self, key) for key in _COST_KEYS}
+        data.update({key: getattr(self, key) for key in _OPTIONAL_COST_KEYS if getattr(self, key) is not None})
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> RecordCosts:
         """Parse and validate the JSON form."""
         mapping = _require_mapping("costs", data)
-        _check_keys("costs", mapping, _COST_KEYS)
-        return cls(**{key: mapping[key] for key in _COST_KEYS})
+        _check_keys("costs", {k: v for k, v in mapping.items() if k not in _OPTIONAL_COST_KEYS}, _COST_KEYS)
+        return cls(**{key: mapping[key] for key in (*_COST_KEYS, *_OPTIONAL_COST_KEYS) if key in mapping})
 
 
 @dataclass(frozen=True)
