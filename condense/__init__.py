@@ -27,3 +27,9 @@ def list_methods(pattern: str = "*") -> list[str]:
 
 
 __all__ = ["Method", "create_method", "list_methods"]
+from condense import datadam as _datadam  # noqa: E402,F401 - registers datadam
+from condense import datm as _datm  # noqa: E402,F401 - registers datm
+from condense import dc as _dc  # noqa: E402,F401 - registers dc and dsa
+from condense import dm as _dm  # noqa: E402,F401 - registers dm
+from condense import ftd as _ftd  # noqa: E402,F401 - registers ftd
+from condense import mtt as _mtt  # noqa: E402,F401 - registers mtt
