@@ -17,7 +17,7 @@ import torch
 
 from data import ImageDataset
 from data.methods import Family, Method, MethodConfig, register_method
-from data.provenance import ResourceMeter, method_provenance
+from data.provenance import ResourceMeter
 from data.synthetic import Budget, SyntheticSet
 
 
@@ -56,14 +56,7 @@ class RepeatedRandomSampling(Method):
             std=train.std,
             budget=budget,
             sampler={"name": "rs2", "per_round": per_round, "schedule": self.config.schedule},
-            provenance=method_provenance(
-                method=self.name,
-                config=self.config_dict(),
-                dataset=train.name,
-                fingerprint=train.fingerprint(),
-                seed=seed,
-                meter=meter,
-            ),
+            provenance=self.provenance(train, seed, meter),
         )
         synthetic.validate()
         return synthetic

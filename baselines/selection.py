@@ -11,7 +11,7 @@ from torch import Tensor
 
 from data import ImageDataset
 from data.methods import Family, Method
-from data.provenance import ResourceMeter, method_provenance
+from data.provenance import ResourceMeter
 from data.synthetic import Budget, SyntheticSet
 
 
@@ -64,14 +64,7 @@ class Selector(Method):
             std=train.std,
             budget=budget,
             extras=extras,
-            provenance=method_provenance(
-                method=self.name,
-                config=self.config_dict(),
-                dataset=train.name,
-                fingerprint=train.fingerprint(),
-                seed=seed,
-                meter=meter,
-            ),
+            provenance=self.provenance(train, seed, meter),
         )
         synthetic.validate(check_budget=budget.ipc is not None and bool((train.class_counts() >= budget.ipc).all()))
         return synthetic

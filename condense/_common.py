@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from data import ImageDataset
 from data.methods import Family, Method, MethodConfig
-from data.provenance import ResourceMeter, method_provenance
+from data.provenance import ResourceMeter
 from data.seeding import derive_seed, make_generator, seeded_torch
 from data.synthetic import Budget, SyntheticSet
 from evaluation.augment import DSAParams, dsa_augment, parse_strategy, strategy_for
@@ -475,14 +475,7 @@ class Synthesizer(Method):
                 device,
             )
             self.synthesize(run)
-        provenance = method_provenance(
-            method=self.name,
-            config=self.config_dict(),
-            dataset=train.name,
-            fingerprint=train.fingerprint(),
-            seed=seed,
-            meter=meter,
-        )
+        provenance = self.provenance(train, seed, meter)
         provenance["distillation"] = {
             "iterations": len(run.losses),
             "dsa_strategy": run.strategy,

@@ -16,6 +16,7 @@ import torch
 
 from data._registry import Registry
 from data.image import ImageDataset
+from data.provenance import ResourceMeter, method_provenance
 from data.synthetic import Budget, SyntheticSet
 
 Family = Literal["distillation", "selection", "reference"]
@@ -58,6 +59,17 @@ class Method(ABC):
     def config_dict(self) -> dict[str, Any]:
         """The resolved config as plain JSON-able data."""
         return dataclasses.asdict(self.config)
+
+    def provenance(self, train: ImageDataset, seed: int, meter: ResourceMeter) -> dict[str, Any]:
+        """The provenance block of a set this method made from ``train`` (see ``method_provenance``)."""
+        return method_provenance(
+            method=self.name,
+            config=self.config_dict(),
+            dataset=train.name,
+            fingerprint=train.fingerprint(),
+            seed=seed,
+            meter=meter,
+        )
 
 
 METHODS: Registry[type[Method]] = Registry("method")
