@@ -19,7 +19,8 @@ Each is an ``epochs x N`` tensor, rows in training-set order. The final model gi
 A trained proxy is cached under a folder (``cache_dir``; by default ``proxy_cache`` under
 ``$CONDENSE_CACHE``, else ``./results/cache/proxy_cache``) by a hash of the recipe and the
 training set's fingerprint, as one safetensors file written atomically (temp + rename), so every
-selector and every cell with the same training set, recipe and seed reuses it. The training
+selector and every cell with the same training set, recipe and seed reuses it; it is trained under
+a file lock (:func:`data.cache.build_once`), so concurrent jobs train it once. The training
 wall time is stored with it and reported in each selection's provenance (``proxy_seconds``,
 ``proxy_cache_hit``).
 """
@@ -45,6 +46,7 @@ from tqdm.auto import tqdm
 
 from baselines.selection import Selector
 from data import ImageDataset
+from data.cache import build_once
 from data.methods import MethodConfig
 from data.seeding import derive_seed, make_generator, seeded_torch
 from data.synthetic import Budget, SyntheticSet
@@ -269,17 +271,27 @@ def load_or_train_proxy(
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = recipe.cache_key(train)
     path = folder / f"{train.name}-{recipe.model}-{key}.safetensors"
-    if path.is_file():
+    # One job trains the proxy while concurrent jobs wait and then read it (data.cache.build_once);
+    # an unreadable file (a killed job, a foreign format) is removed and trained again.
+    runs: list[ProxyRun] = []
+
+    def read_valid(cached: Path) -> bool:
         try:
-            run = _read_proxy(path, train, recipe, key)
-            logger.info("proxy %s loaded from cache %s (trained in %.1fs)", key, path, run.seconds)
-            return run
+            runs.append(_read_proxy(cached, train, recipe, key))
+            return True
         except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
-            logger.warning("proxy cache file %s is unreadable (%s); training again", path, error)
-    logger.info("training proxy %s (%s) on %s (%d images)", key, recipe, train.name, len(train))
-    model, dynamics, seconds = train_proxy(train, recipe, device=device, progress=progress)
-    _write_proxy(path, model, dynamics, recipe, train, key, seconds)
-    return ProxyRun(recipe, key, model, dynamics, seconds, cache_hit=False, path=path)
+            logger.warning("proxy cache file %s is unreadable (%s); training again", cached, error)
+            return False
+
+    def build(temporary: Path) -> None:
+        logger.info("training proxy %s (%s) on %s (%d images)", key, recipe, train.name, len(train))
+        model, dynamics, seconds = train_proxy(train, recipe, device=device, progress=progress)
+        _write_proxy(temporary, model, dynamics, recipe, train, key, seconds)
+        runs.append(ProxyRun(recipe, key, model, dynamics, seconds, cache_hit=False, path=path))
+
+    if build_once(path, build, read_valid):
+        logger.info("proxy %s loaded from cache %s (trained in %.1fs)", key, path, runs[-1].seconds)
+    return runs[-1]
 
 
 def _write_proxy(
