@@ -1,0 +1,469 @@
+"""Soft-label training of compressed sets (the SRe2L/CDA/RDED/DATM/DD-Ranking conventions).
+
+Label sources (:attr:`SoftLabelConfig.label_source`):
+
+* ``hard``: the set's integer labels (argmax of soft ones), cross-entropy.
+* ``stored``: one soft label per image, fixed under augmentation (DD-Ranking mode ``S``, DATM).
+  A set with soft labels uses its own; a hard-label set gets the teacher's prediction on each
+  un-augmented image, once. Their bytes are counted in the set's size.
+* ``online``: the teacher (or the ensemble's mean logits) labels every augmented batch; the
+  same augmented tensor goes to teacher and student (DD-Ranking ``M``, RDED, SRe2L-CIFAR).
+* ``replay``: FKD/SRe2L relabel: per epoch, the batch order, each batch's augmentation seed
+  (which fixes its DSA draws, crop/flip and mix partner, lambda and box) and the teacher's
+  logits (fp16) are generated once and stored, then every student replays them without a
+  teacher (no PyTorch fetcher patch: the loop reads the stored orders). The store's bytes are
+  counted in the set's size.
+
+Criteria: ``ce`` (hard), ``kl`` (``KL(p_t^T || p_s^T)``), ``sce`` (``-sum p_t^T log p_s^T``),
+``mse_gt`` (EDC: ``mse_weight MSE(s, t) + ce_weight CE``), and ``kd`` (pruning + KD:
+``(1 - alpha) CE + alpha KL``, alpha a function of the kept fraction). ``T^2`` multiplies the
+KL/SCE only when ``scale_t2`` is set (DD pipelines leave it off). Augmentation: ``none``,
+``dsa`` (per image), ``mixup`` or ``cutmix`` (targets mixed with the same lambda).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from data import ImageDataset
+from data.seeding import derive_seed, make_generator, seeded_torch
+from evaluation.augment import DSAParams, dsa_augment, strategy_for
+from evaluation.kd.trainer import StudentRecipe, run_epochs
+from evaluation.models import create_model
+from evaluation.teachers import TeacherConfig, load_or_train_teachers, teacher_provenance
+from evaluation.train import accuracy
+
+LabelSource = Literal["hard", "stored", "online", "replay"]
+Criterion = Literal["ce", "kl", "sce", "mse_gt", "kd"]
+SoftAugmentation = Literal["none", "dsa", "mixup", "cutmix"]
+LABEL_SOURCES = ("hard", "stored", "online", "replay")
+CRITERIA = ("ce", "kl", "sce", "mse_gt", "kd")
+AUGMENTATIONS = ("none", "dsa", "mixup", "cutmix")
+
+
+@dataclass(frozen=True)
+class SoftLabelConfig:
+    """How a soft-label protocol labels and trains.
+
+    Attributes:
+        label_source: ``hard``, ``stored``, ``online`` or ``replay`` (see the module docstring).
+        criterion: ``ce``, ``kl``, ``sce``, ``mse_gt`` or ``kd``.
+        temperature: softmax temperature of ``kl``/``sce``/``kd`` (both sides).
+        scale_t2: multiply the KL/SCE term by ``T^2``.
+        mse_weight: ``mse_gt``'s weight on the logit MSE.
+        ce_weight: ``mse_gt``'s weight on the ground-truth CE.
+        kd_alpha: ``kd``'s constant alpha (``None``: use ``kd_alpha_table``).
+        kd_alpha_table: ``kd``'s alpha by kept fraction, ``((fraction, alpha), ...)``, linearly
+            interpolated and held constant past the ends.
+        augmentation: ``none``, ``dsa``, ``mixup`` or ``cutmix``.
+        mix_alpha: Beta(mix_alpha, mix_alpha) for the mixing lambda.
+        optimizer: ``sgd`` or ``adamw`` (lr, momentum, weight decay, batch, epochs come from the
+            protocol's recipe).
+        schedule: ``step``, ``cosine`` or ``constant``.
+        teachers: the teacher, or several (an ensemble of mean logits).
+    """
+
+    label_source: LabelSource = "online"
+    criterion: Criterion = "kl"
+    temperature: float = 1.0
+    scale_t2: bool = False
+    mse_weight: float = 1.0
+    ce_weight: float = 0.0
+    kd_alpha: float | None = None
+    kd_alpha_table: tuple[tuple[float, float], ...] = ()
+    augmentation: SoftAugmentation = "cutmix"
+    mix_alpha: float = 1.0
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    schedule: Literal["step", "cosine", "constant"] = "cosine"
+    teachers: tuple[TeacherConfig, ...] = (TeacherConfig(),)
+
+    def __post_init__(self) -> None:
+        for name, value, valid in (
+            ("label_source", self.label_source, LABEL_SOURCES),
+            ("criterion", self.criterion, CRITERIA),
+            ("augmentation", self.augmentation, AUGMENTATIONS),
+        ):
+            if value not in valid:
+                raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+        if (self.label_source == "hard") != (self.criterion == "ce"):
+            raise ValueError("criterion 'ce' goes with label_source 'hard' and only with it")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.criterion == "kd" and self.kd_alpha is None and not self.kd_alpha_table:
+            raise ValueError("criterion 'kd' needs kd_alpha or kd_alpha_table")
+        alphas = [self.kd_alpha] if self.kd_alpha is not None else []
+        alphas += [a for _, a in self.kd_alpha_table]
+        if any(not 0 <= a <= 1 for a in alphas):
+            raise ValueError(f"kd alphas must be in [0, 1], got {alphas}")
+        if self.label_source != "hard" and not self.teachers:
+            raise ValueError(f"label_source {self.label_source!r} needs at least one teacher")
+
+    def alpha_for(self, kept_fraction: float) -> float | None:
+        """The ``kd`` weight at ``kept_fraction`` (``None`` for the other criteria)."""
+        if self.criterion != "kd":
+            return None
+        if self.kd_alpha is not None:
+            return float(self.kd_alpha)
+        table = sorted(self.kd_alpha_table)
+        fractions = [f for f, _ in table]
+        return float(np.interp(kept_fraction, fractions, [a for _, a in table]))
+
+    def config_dict(self) -> dict[str, Any]:
+        """JSON-able resolved config (tuples as lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Criteria
+
+
+def soft_label_loss(
+    config: SoftLabelConfig,
+    student_logits: Tensor,
+    teacher_logits: Tensor | None,
+    target_probs: Tensor,
+    *,
+    alpha: float | None = None,
+) -> Tensor:
+    """The criterion of ``config`` on one batch.
+
+    Args:
+        config: the soft-label config.
+        student_logits: ``B x K``.
+        teacher_logits: ``B x K`` teacher logits (or log-probabilities); ``None`` for ``ce``.
+        target_probs: ``B x K`` ground-truth one-hot rows, mixed like the images.
+        alpha: ``kd``'s weight.
+    """
+    log_p_student = F.log_softmax(student_logits, dim=1)
+    hard_ce = -(target_probs * log_p_student).sum(1).mean()
+    if config.criterion == "ce":
+        return hard_ce
+    assert teacher_logits is not None
+    if config.criterion == "mse_gt":
+        return config.mse_weight * F.mse_loss(student_logits, teacher_logits) + config.ce_weight * hard_ce
+    t = config.temperature
+    scale = t * t if config.scale_t2 else 1.0
+    log_q_student = F.log_softmax(student_logits / t, dim=1)
+    log_p_teacher = F.log_softmax(teacher_logits / t, dim=1)
+    p_teacher = log_p_teacher.exp()
+    if config.criterion == "sce":
+        return scale * -(p_teacher * log_q_student).sum(1).mean()
+    kl = scale * (p_teacher * (log_p_teacher - log_q_student)).sum(1).mean()
+    if config.criterion == "kl":
+        return kl
+    assert alpha is not None
+    return (1 - alpha) * hard_ce + alpha * kl
+
+
+def probabilities_as_logits(labels: Tensor) -> Tensor:
+    """Stored soft labels as logits: log-probabilities for probability rows, else unchanged."""
+    rows_are_probs = bool((labels >= 0).all()) and torch.allclose(
+        labels.sum(1), torch.ones(len(labels), dtype=labels.dtype), atol=1e-3
+    )
+    return labels.clamp_min(1e-8).log() if rows_are_probs else labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation of one batch (a local generator per batch makes it replayable)
+
+
+@dataclass(frozen=True)
+class MixParams:
+    """Which image each one is mixed with, and its weight (``lam`` of the original)."""
+
+    partner: Tensor
+    lam: float
+
+
+def augment_batch(
+    images: Tensor, config: SoftLabelConfig, generator: torch.Generator, dataset_name: str
+) -> tuple[Tensor, MixParams | None]:
+    """DSA, mixup or CutMix of ``images``, all randomness drawn from ``generator``."""
+    if config.augmentation == "none":
+        return images, None
+    if config.augmentation == "dsa":
+        return dsa_augment(images, strategy_for(dataset_name), generator, shared=False, params=DSAParams()), None
+    rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    lam = float(rng.beta(config.mix_alpha, config.mix_alpha))
+    partner = torch.randperm(len(images), generator=generator).to(images.device)
+    if config.augmentation == "mixup":
+        return lam * images + (1 - lam) * images[partner], MixParams(partner, lam)
+    _, _, h, w = images.shape
+    cut = math.sqrt(1.0 - lam)
+    cut_h, cut_w = int(h * cut), int(w * cut)
+    cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+    left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+    mixed = images.clone()
+    mixed[:, :, top:bottom, left:right] = images[partner][:, :, top:bottom, left:right]
+    lam = 1.0 - (bottom - top) * (right - left) / (h * w)
+    return mixed, MixParams(partner, lam)
+
+
+def _mix(values: Tensor, mix: MixParams | None) -> Tensor:
+    return values if mix is None else mix.lam * values + (1 - mix.lam) * values[mix.partner]
+
+
+# ---------------------------------------------------------------------------------------------
+# Replay store
+
+
+@dataclass
+class ReplayStore:
+    """Per-epoch batch orders, per-batch augmentation seeds and teacher logits (fp16)."""
+
+    orders: list[Tensor]
+    seeds: list[int]
+    logits: list[Tensor]
+
+    def num_bytes(self) -> int:
+        """Bytes of the stored labels and the parameters that replay them."""
+        logits = sum(t.numel() * t.element_size() for t in self.logits)
+        return logits + 8 * len(self.seeds) + sum(4 * len(o) for o in self.orders)
+
+
+@torch.no_grad()
+def build_replay_store(
+    teacher: nn.Module,
+    images: Tensor,
+    config: SoftLabelConfig,
+    recipe: StudentRecipe,
+    *,
+    generator: torch.Generator,
+    dataset_name: str,
+    device: torch.device | str = "cpu",
+) -> ReplayStore:
+    """Draw what a student's loop would draw from ``generator`` and store the teacher's outputs."""
+    device = torch.device(device)
+    teacher.to(device).eval()
+    images = images.to(device)
+    store = ReplayStore([], [], [])
+    for _ in range(recipe.epochs):
+        order = torch.randperm(len(images), generator=generator)
+        store.orders.append(order)
+        for first in range(0, len(images), recipe.batch_size):
+            batch_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            inputs, _ = augment_batch(
+                images[order[first : first + recipe.batch_size].to(device)],
+                config,
+                make_generator(batch_seed),
+                dataset_name,
+            )
+            store.seeds.append(batch_seed)
+            store.logits.append(teacher(inputs).to(torch.float16).cpu())
+    return store
+
+
+# ---------------------------------------------------------------------------------------------
+# One student
+
+
+def train_soft_student(
+    student: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    config: SoftLabelConfig,
+    recipe: StudentRecipe,
+    *,
+    generator: torch.Generator,
+    num_classes: int,
+    dataset_name: str,
+    teacher: nn.Module | None = None,
+    stored_logits: Tensor | None = None,
+    replay: ReplayStore | None = None,
+    alpha: float | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> float:
+    """Train ``student`` in place under ``config``; returns the final loss.
+
+    ``labels`` are the integer ground truth; ``teacher`` is needed for ``online``,
+    ``stored_logits`` (``N x K``) for ``stored`` and ``replay`` (from :func:`build_replay_store`
+    with a generator in the state ``generator`` is in now) for ``replay``.
+    """
+    device = torch.device(device)
+    student.to(device).train()
+    images, labels = images.to(device), labels.to(device)
+    one_hot = F.one_hot(labels, num_classes).float()
+    source = config.label_source
+    if source == "online" and teacher is None:
+        raise ValueError("label_source 'online' needs a teacher")
+    if source == "stored" and stored_logits is None:
+        raise ValueError("label_source 'stored' needs stored_logits")
+    if source == "replay" and replay is None:
+        raise ValueError("label_source 'replay' needs a replay store")
+    if teacher is not None:
+        teacher.to(device).eval()
+    stored = stored_logits.to(device) if stored_logits is not None else None
+    counter = {"step": 0}
+
+    def step(epoch: int, batch: Tensor) -> Tensor:
+        batch = batch.to(device)
+        if replay is not None and source == "replay":
+            batch_seed = replay.seeds[counter["step"]]
+        else:
+            batch_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        inputs, mix = augment_batch(images[batch], config, make_generator(batch_seed), dataset_name)
+        targets = _mix(one_hot[batch], mix)
+        teacher_logits: Tensor | None = None
+        if source == "online":
+            with torch.no_grad():
+                teacher_logits = teacher(inputs)  # type: ignore[misc]
+        elif source == "replay":
+            teacher_logits = replay.logits[counter["step"]].to(device).float()  # type: ignore[union-attr]
+        elif source == "stored":
+            teacher_logits = probabilities_as_logits(_mix(F.softmax(stored[batch], dim=1), mix))  # type: ignore[index]
+        counter["step"] += 1
+        return soft_label_loss(config, student(inputs), teacher_logits, targets, alpha=alpha)
+
+    stats = run_epochs(
+        [p for p in student.parameters() if p.requires_grad],
+        recipe,
+        len(images),
+        generator,
+        step,
+        progress=progress,
+        description=f"soft:{source}",
+        orders=replay.orders if (replay is not None and source == "replay") else None,
+    )
+    return stats.final_loss
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole protocol evaluation
+
+
+@dataclass
+class SoftEvaluation:
+    """Accuracies per evaluation model and what the labelling used."""
+
+    accuracies: dict[str, tuple[float, ...]]
+    seconds: dict[str, float]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate_soft(
+    images: Tensor,
+    labels: Tensor,
+    *,
+    num_classes: int,
+    dataset_name: str,
+    test: ImageDataset,
+    config: SoftLabelConfig,
+    recipe: StudentRecipe,
+    models: Sequence[str],
+    num_models: int,
+    seed: int,
+    kept_fraction: float,
+    train: ImageDataset | None = None,
+    val: ImageDataset | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> SoftEvaluation:
+    """Train ``num_models`` students of every model on a set under ``config``; test each once.
+
+    Args:
+        images: the set's images.
+        labels: integer labels or a soft-label matrix (probabilities).
+        num_classes: classes.
+        dataset_name: the dataset (DSA strategy).
+        test: the test split, touched only for the final accuracies.
+        config: the soft-label config.
+        recipe: the students' optimizer and schedule.
+        models: evaluation model registry names.
+        num_models: students per model.
+        seed: the cell seed.
+        kept_fraction: the set's share of the training set (``kd``'s alpha).
+        train: the whole training split, to build teachers (needed unless ``hard``).
+        val: the validation split (teacher accuracy recorded beside it).
+        device: where to train.
+        progress: progress bars.
+    """
+    device = torch.device(device)
+    source = config.label_source
+    hard_labels = labels.argmax(1) if labels.is_floating_point() else labels.long()
+    details: dict[str, Any] = {"label_source": source, "criterion": config.criterion, "label_bytes": 0}
+    teacher: nn.Module | None = None
+    needs_teacher = source in ("online", "replay") or (source == "stored" and not labels.is_floating_point())
+    if needs_teacher:
+        if train is None:
+            raise ValueError(f"label_source {source!r} needs the training split to build its teacher(s)")
+        teacher, members = load_or_train_teachers(
+            config.teachers, train, val=val, test=test, device=device, progress=progress
+        )
+        details["teachers"] = [member.describe() for member in members]
+        details["provenance"] = teacher_provenance(members)
+    stored_logits = None
+    if source == "stored":
+        if labels.is_floating_point():
+            stored_logits = probabilities_as_logits(labels.float())
+        else:
+            with torch.no_grad():
+                assert teacher is not None
+                teacher.eval()
+                stored_logits = torch.cat(
+                    [teacher(images[i : i + 1024].to(device)).cpu() for i in range(0, len(images), 1024)]
+                )
+            # Stored as one float32 probability row per image, as a soft-label set holds them.
+            details["label_bytes"] = stored_logits.numel() * 4
+    replay = None
+    if source == "replay":
+        assert teacher is not None
+        replay = build_replay_store(
+            teacher,
+            images,
+            config,
+            recipe,
+            generator=make_generator(derive_seed("replay", seed), "cpu"),
+            dataset_name=dataset_name,
+            device=device,
+        )
+        details["label_bytes"] = replay.num_bytes()
+    alpha = config.alpha_for(kept_fraction)
+    details["kd_alpha"] = alpha
+    details["kept_fraction"] = kept_fraction
+
+    accuracies: dict[str, tuple[float, ...]] = {}
+    seconds: dict[str, float] = {}
+    for model_name in models:
+        started = time.perf_counter()
+        values = []
+        for index in range(num_models):
+            model_seed = derive_seed("evaluate", seed, model_name, index)
+            with seeded_torch(model_seed, device):
+                student = create_model(
+                    model_name, in_channels=images.shape[1], num_classes=num_classes, image_size=tuple(images.shape[2:])
+                )
+            # Replay students share the stored orders and augmentations (as SRe2L's do).
+            generator = make_generator(model_seed, "cpu")
+            train_soft_student(
+                student,
+                images,
+                hard_labels,
+                config,
+                recipe,
+                generator=generator,
+                num_classes=num_classes,
+                dataset_name=dataset_name,
+                teacher=teacher,
+                stored_logits=stored_logits,
+                replay=replay,
+                alpha=alpha,
+                device=device,
+                progress=progress,
+            )
+            values.append(accuracy(student, test.images, test.labels, device=device))
+        accuracies[model_name] = tuple(values)
+        seconds[model_name] = time.perf_counter() - started
+    return SoftEvaluation(accuracies=accuracies, seconds=seconds, details=details)

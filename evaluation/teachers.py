@@ -1,0 +1,315 @@
+"""Teacher models for soft labels and knowledge distillation, cached by configuration hash.
+
+A teacher is a registry model trained on the whole training split with a stated recipe, or
+loaded from a user's weights file. Trained teachers are cached under
+``<cache_dir>/<dataset>_<model>_<hash>/`` where the hash covers the :class:`TeacherConfig`
+(minus where files live), the dataset fingerprint and a format version; the folder holds
+``teacher.safetensors`` (the weights) and ``teacher.json`` (the recipe, validation and test
+accuracy, seconds it took). The folder is built once under a file lock and published atomically
+(:func:`data.cache.build_once`); a corrupt or foreign entry is rejected and rebuilt. Weights
+are read with safetensors, or ``torch.load(weights_only=True)`` for a user's ``.pt`` file, so
+loading a teacher never runs code.
+
+Methods that use a teacher report ``teacher_seconds`` (the build cost, charged whether built or
+loaded) and ``teacher_cache_hit`` in their provenance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from data import ImageDataset
+from data.cache import build_once
+from data.seeding import derive_seed, make_generator, seeded_torch
+from evaluation.augment import DSAParams, dsa_augment, strategy_for
+from evaluation.models import create_model
+from evaluation.train import TrainRecipe, accuracy, train_classifier
+
+logger = logging.getLogger(__name__)
+
+#: Bump when teacher training changes, so old cache entries are not reused.
+TEACHER_FORMAT_VERSION = 1
+WEIGHTS_NAME = "teacher.safetensors"
+META_NAME = "teacher.json"
+
+
+def default_cache_dir() -> Path:
+    """``$CONDENSE_CACHE/teachers``, else ``~/.cache/condense/teachers``."""
+    root = os.environ.get("CONDENSE_CACHE")
+    return Path(root) / "teachers" if root else Path.home() / ".cache" / "condense" / "teachers"
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """How a teacher is made.
+
+    Attributes:
+        model: registry name of the teacher network.
+        epochs: training epochs on the whole training split.
+        lr: SGD learning rate (momentum 0.9, one x0.1 decay at half-way).
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        batch_size: training batch.
+        augmentation: ``"dsa"`` (per-image DSA, no flip on digit datasets) or ``"none"``.
+        seed: the teacher's seed, independent of the cell seed so every cell shares it.
+        path: a user's weights file (``.safetensors`` or a weights-only ``.pt`` state dict);
+            when set nothing is trained and the other recipe fields are not used.
+        cache_dir: cache folder (``None``: :func:`default_cache_dir`); not part of the key.
+    """
+
+    model: str = "convnet3"
+    epochs: int = 50
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    augmentation: Literal["dsa", "none"] = "dsa"
+    seed: int = 0
+    path: str | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"teacher epochs and batch_size must be positive, got {self.epochs}, {self.batch_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"teacher lr must be a positive number, got {self.lr}")
+        if self.augmentation not in ("dsa", "none"):
+            raise ValueError(f"teacher augmentation must be 'dsa' or 'none', got {self.augmentation!r}")
+
+    def key_dict(self) -> dict[str, Any]:
+        """The fields that determine the trained weights (not where files live)."""
+        data = dataclasses.asdict(self)
+        data.pop("cache_dir")
+        data.pop("path")
+        return data
+
+
+@dataclass
+class Teacher:
+    """A trained (or loaded) teacher in eval mode.
+
+    Attributes:
+        model: the network (parameters frozen).
+        config: how it was made.
+        val_accuracy: accuracy on the validation split (``None`` when not given).
+        test_accuracy: accuracy on the test split, recorded for reports (``None`` when not given).
+        seconds: what building it cost (charged to every use, hit or not).
+        cache_hit: whether it came from the cache (or a user file).
+        path: the weights file.
+    """
+
+    model: nn.Module
+    config: TeacherConfig
+    val_accuracy: float | None
+    test_accuracy: float | None
+    seconds: float
+    cache_hit: bool
+    path: Path | None
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able summary stored in records."""
+        return {
+            "model": self.config.model,
+            "config": dataclasses.asdict(self.config),
+            "val_accuracy": self.val_accuracy,
+            "test_accuracy": self.test_accuracy,
+            "seconds": self.seconds,
+            "cache_hit": self.cache_hit,
+            "path": str(self.path) if self.path is not None else None,
+        }
+
+
+class TeacherEnsemble(nn.Module):
+    """Several teachers as one: the logits are the mean of the members' logits."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("a teacher ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([member(x) for member in self.members]).mean(0)
+
+
+def cache_key(config: TeacherConfig, train: ImageDataset) -> str:
+    """``<dataset>_<model>_<16 hex>`` from the config, the dataset fingerprint and the format."""
+    payload = {"config": config.key_dict(), "dataset": train.fingerprint(), "version": TEACHER_FORMAT_VERSION}
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"{train.name}_{config.model}_{digest}"
+
+
+def _new_model(config: TeacherConfig, train: ImageDataset, device: torch.device) -> nn.Module:
+    with seeded_torch(derive_seed("teacher", config.seed, config.model), device):
+        return create_model(
+            config.model,
+            in_channels=train.image_shape[0],
+            num_classes=train.num_classes,
+            image_size=train.image_shape[1:],
+        ).to(device)
+
+
+def _freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Weights from a safetensors file or a weights-only ``.pt`` state dict (never runs code).
+
+    Raises:
+        ValueError: the file is not a plain state dict of tensors.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"no teacher weights at {source}")
+    try:
+        if source.suffix == ".safetensors":
+            state = load_file(str(source))
+        else:
+            state = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any refusal means "not a safe weights file"
+        raise ValueError(f"{source} is not a readable weights file: {error}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{source} is not a state dict of tensors")
+    return state
+
+
+def _load_entry(
+    folder: Path, config: TeacherConfig, train: ImageDataset, device: torch.device
+) -> tuple[nn.Module, dict]:
+    meta = json.loads((folder / META_NAME).read_text())
+    if meta.get("format_version") != TEACHER_FORMAT_VERSION or meta.get("key") != folder.name:
+        raise ValueError(f"{folder}: foreign or outdated teacher entry")
+    model = _new_model(config, train, device)
+    model.load_state_dict(read_state_dict(folder / WEIGHTS_NAME), strict=True)
+    return model, meta
+
+
+def load_or_train_teacher(
+    config: TeacherConfig,
+    train: ImageDataset,
+    *,
+    val: ImageDataset | None = None,
+    test: ImageDataset | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> Teacher:
+    """The teacher of ``config`` on ``train``: from the cache, a user file, or trained now.
+
+    ``val``/``test`` only measure the accuracy recorded beside the weights (no selection).
+    """
+    device = torch.device(device)
+    if config.path is not None:
+        model = _new_model(config, train, device)
+        model.load_state_dict(read_state_dict(config.path), strict=True)
+        model.to(device)
+        val_acc = accuracy(model, val.images, val.labels, device=device) if val is not None else None
+        test_acc = accuracy(model, test.images, test.labels, device=device) if test is not None else None
+        return Teacher(_freeze(model), config, val_acc, test_acc, 0.0, True, Path(config.path))
+
+    folder = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    entry = folder / cache_key(config, train)
+
+    def is_valid(path: Path) -> bool:
+        _load_entry(path, config, train, torch.device("cpu"))
+        return True
+
+    def build(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        started = time.perf_counter()
+        model = _new_model(config, train, device)
+        recipe = TrainRecipe(
+            epochs=config.epochs,
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            batch_size=config.batch_size,
+        )
+        augment = None
+        if config.augmentation == "dsa":
+            strategy = strategy_for(train.name)
+
+            def augment(batch: Tensor, generator: torch.Generator) -> Tensor:
+                return dsa_augment(batch, strategy, generator, shared=False, params=DSAParams())
+
+        train_classifier(
+            model,
+            train.images,
+            train.labels,
+            recipe,
+            generator=make_generator(derive_seed("teacher-train", config.seed), "cpu"),
+            augment=augment,
+            device=device,
+            progress=progress,
+            description=f"teacher:{config.model}",
+        )
+        seconds = time.perf_counter() - started
+        meta = {
+            "format_version": TEACHER_FORMAT_VERSION,
+            "key": entry.name,
+            "recipe": config.key_dict(),
+            "dataset": train.name,
+            "dataset_fingerprint": train.fingerprint(),
+            "seconds": seconds,
+            "val_accuracy": accuracy(model, val.images, val.labels, device=device) if val is not None else None,
+            "test_accuracy": accuracy(model, test.images, test.labels, device=device) if test is not None else None,
+        }
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS_NAME))
+        (tmp / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        logger.info("teacher %s trained in %.1fs (test accuracy %s)", entry.name, seconds, meta["test_accuracy"])
+
+    hit = build_once(entry, build, is_valid)
+    model, meta = _load_entry(entry, config, train, device)
+    return Teacher(
+        model=_freeze(model.to(device)),
+        config=config,
+        val_accuracy=meta.get("val_accuracy"),
+        test_accuracy=meta.get("test_accuracy"),
+        seconds=float(meta["seconds"]),
+        cache_hit=hit,
+        path=entry / WEIGHTS_NAME,
+    )
+
+
+def load_or_train_teachers(
+    configs: Sequence[TeacherConfig],
+    train: ImageDataset,
+    *,
+    val: ImageDataset | None = None,
+    test: ImageDataset | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> tuple[nn.Module, list[Teacher]]:
+    """One teacher, or a :class:`TeacherEnsemble` (mean logits) of several; plus each member."""
+    teachers = [load_or_train_teacher(c, train, val=val, test=test, device=device, progress=progress) for c in configs]
+    if not teachers:
+        raise ValueError("no teacher configs given")
+    model = teachers[0].model if len(teachers) == 1 else _freeze(TeacherEnsemble([t.model for t in teachers]))
+    return model, teachers
+
+
+def teacher_provenance(teachers: Sequence[Teacher]) -> dict[str, Any]:
+    """``teacher_seconds`` / ``teacher_cache_hit`` for ``condense.benchmark.precompute_costs``."""
+    return {
+        "teacher_seconds": float(sum(t.seconds for t in teachers)),
+        "teacher_cache_hit": all(t.cache_hit for t in teachers),
+    }
