@@ -1,6 +1,7 @@
 """Selection methods (real subsets): the random floor, the full-data ceiling, coreset selectors."""
 
-from baselines import ccs, dq, herding, kcenter, moderate, rs2, scores, tdds  # noqa: F401 - register the selectors
+# graphs registers random_graphs, herding_graphs and full_graphs.
+from baselines import ccs, dq, graphs, herding, kcenter, moderate, rs2, scores, tdds  # noqa: F401 - register the selectors
 from baselines.reference import FullDataset, RandomSelection
 from baselines.selection import Selection, Selector, class_balanced_random
 

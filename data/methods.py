@@ -40,6 +40,8 @@ class Method(ABC):
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     #: methods whose result does not depend on the budget (``full``) are run once per dataset.
     uses_budget: ClassVar[bool] = True
+    #: The data a method works on: ``image`` datasets or ``graph`` datasets (``data.graphs``).
+    modality: ClassVar[Literal["image", "graph"]] = "image"
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()

@@ -58,6 +58,9 @@ _RECORD_KEYS = (
     "set_path",
 )
 _MODEL_RESULT_KEYS = ("accuracies", "mean", "std", "ci95")
+#: Optional per-run metrics beside accuracy (fractions in [0, 1], one per accuracy): the graph
+#: protocol records the test ROC-AUC of every run.
+_OPTIONAL_MODEL_RESULT_KEYS = ("roc_auc",)
 _COST_KEYS = ("distill_seconds", "distill_peak_memory_bytes", "eval_seconds", "set_bytes", "num_images")
 #: Optional: seconds of cached intermediate products a cell used (proxy models, expert
 #: trajectories, teachers), charged to every cell that uses them, and whether the cache had them.
@@ -203,16 +206,25 @@ class ModelResult:
 
     Construction validates: accuracies are finite fractions in ``[0, 1]`` and ``mean``, ``std``
     and ``ci95`` agree with :func:`summarize_accuracies` to ``1e-9``. Build one from raw
-    accuracies with :meth:`from_accuracies`.
+    accuracies with :meth:`from_accuracies`. ``roc_auc`` (optional, graph protocols) holds one
+    test ROC-AUC per accuracy.
     """
 
     accuracies: tuple[float, ...]
     mean: float
     std: float
     ci95: tuple[float, float]
+    roc_auc: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         name = "result"
+        if self.roc_auc is not None:
+            if isinstance(self.roc_auc, (str, bytes)) or not isinstance(self.roc_auc, Iterable):
+                raise RecordError(f"{name}.roc_auc must be a list of numbers, got {self.roc_auc!r}")
+            roc_auc = tuple(_check_float(f"{name}.roc_auc[{i}]", v) for i, v in enumerate(self.roc_auc))
+            if len(roc_auc) != len(tuple(self.accuracies)) or not all(0.0 <= v <= 1.0 for v in roc_auc):  # type: ignore[operator]
+                raise RecordError(f"{name}.roc_auc needs one value in [0, 1] per accuracy, got {list(roc_auc)}")
+            object.__setattr__(self, "roc_auc", roc_auc)
         if isinstance(self.accuracies, (str, bytes)) or not isinstance(self.accuracies, Iterable):
             raise RecordError(f"{name}.accuracies must be a list of numbers, got {self.accuracies!r}")
         accuracies = tuple(
@@ -256,20 +268,24 @@ class ModelResult:
         return cls(values, summary["mean"], summary["std"], tuple(summary["ci95"]))
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the JSON form ``{"accuracies", "mean", "std", "ci95"}``."""
-        return {
+        """Return the JSON form ``{"accuracies", "mean", "std", "ci95"}`` (+ ``"roc_auc"`` when recorded)."""
+        data: dict[str, Any] = {
             "accuracies": list(self.accuracies),
             "mean": self.mean,
             "std": self.std,
             "ci95": list(self.ci95),
         }
+        if self.roc_auc is not None:
+            data["roc_auc"] = list(self.roc_auc)
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> ModelResult:
         """Parse and validate the JSON form."""
         mapping = _require_mapping("result", data)
-        _check_keys("result", mapping, _MODEL_RESULT_KEYS)
-        return cls(mapping["accuracies"], mapping["mean"], mapping["std"], mapping["ci95"])
+        required = {k: v for k, v in mapping.items() if k not in _OPTIONAL_MODEL_RESULT_KEYS}
+        _check_keys("result", required, _MODEL_RESULT_KEYS)
+        return cls(mapping["accuracies"], mapping["mean"], mapping["std"], mapping["ci95"], mapping.get("roc_auc"))
 
 
 @dataclass(frozen=True)

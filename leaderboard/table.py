@@ -21,6 +21,8 @@ from scipy import stats
 from leaderboard.records import ResultRecord, StrPath, budget_label, summarize_accuracies, write_text_atomic
 
 RANDOM_METHOD = "random"
+#: The random floor of a table group, per modality (images: ``random``; graphs: ``random_graphs``).
+RANDOM_METHODS = (RANDOM_METHOD, "random_graphs")
 REFERENCE_METHOD = "full"
 REFERENCE_FAMILY = "reference"
 SIGNIFICANCE_LEVEL = 0.05
@@ -45,6 +47,8 @@ TABLE_COLUMNS = (
     "significant",
     "rank",
     *COST_COLUMNS,
+    "roc_auc_mean",
+    "roc_auc_std",
 )
 _MISSING = "—"
 SIGNIFICANCE_MARKER = "*"
@@ -79,10 +83,23 @@ class _RowPool:
 
     records: list[ResultRecord] = field(default_factory=list)
     accuracies: list[float] = field(default_factory=list)
+    roc_aucs: list[float] = field(default_factory=list)
+    roc_auc_missing: bool = False
 
-    def add(self, record: ResultRecord, accuracies: Sequence[float]) -> None:
+    def add(self, record: ResultRecord, accuracies: Sequence[float], roc_auc: Sequence[float] | None = None) -> None:
         self.records.append(record)
         self.accuracies.extend(accuracies)
+        if roc_auc is None:
+            self.roc_auc_missing = True
+        else:
+            self.roc_aucs.extend(roc_auc)
+
+    def roc_auc_summary(self) -> tuple[float, float]:
+        """Mean and sample std of the pooled ROC-AUCs (NaN unless every record has them)."""
+        if self.roc_auc_missing or not self.roc_aucs:
+            return math.nan, math.nan
+        summary = summarize_accuracies(self.roc_aucs)
+        return summary["mean"], summary["std"]
 
     def joined(self, attribute: str) -> str:
         """The distinct values of a record attribute, comma-joined (normally exactly one)."""
@@ -145,12 +162,12 @@ def build_table(records: Iterable[ResultRecord]) -> pd.DataFrame:
         for model, result in record.results.items():
             if record.family == REFERENCE_FAMILY:
                 reference_pools[(record.dataset, record.protocol, model, record.method)].add(
-                    record, result.accuracies
+                    record, result.accuracies, result.roc_auc
                 )
             else:
                 budget = BudgetKey.of(record.ipc, record.fraction)
                 key = (record.dataset, record.protocol, model, budget, record.method)
-                budgeted_pools[key].add(record, result.accuracies)
+                budgeted_pools[key].add(record, result.accuracies, result.roc_auc)
 
     groups: dict[tuple[str, str, str, BudgetKey], list[tuple[str, _RowPool, bool]]] = defaultdict(list)
     for (dataset, protocol, model, budget, method), pool in budgeted_pools.items():
@@ -184,7 +201,7 @@ def _group_rows(
 ) -> list[dict[str, Any]]:
     """Rows of one (dataset, protocol, model, budget) group with gain, p-value and rank."""
     random_pool = next(
-        (pool for method, pool, is_ref in entries if method == RANDOM_METHOD and not is_ref), None
+        (pool for method, pool, is_ref in entries if method in RANDOM_METHODS and not is_ref), None
     )
     random_mean = math.fsum(random_pool.accuracies) / len(random_pool.accuracies) if random_pool else math.nan
     competitor_means = [
@@ -194,7 +211,7 @@ def _group_rows(
     for method, pool, is_reference in entries:
         summary = summarize_accuracies(pool.accuracies)
         mean = summary["mean"]
-        is_random = method == RANDOM_METHOD and not is_reference
+        is_random = method in RANDOM_METHODS and not is_reference
         if random_pool is None or is_random:
             p_value = math.nan
         else:
@@ -223,6 +240,7 @@ def _group_rows(
             "_budget": budget,
         }
         row.update({name: pool.mean_cost(name) for name in COST_COLUMNS})
+        row["roc_auc_mean"], row["roc_auc_std"] = pool.roc_auc_summary()
         rows.append(row)
     return rows
 
@@ -270,7 +288,7 @@ def baseline_gaps(table: pd.DataFrame) -> list[BaselineGap]:
         budgeted = group[~group["is_reference"]]
         for budget in dict.fromkeys(budgeted["budget"]):
             rows = budgeted[budgeted["budget"] == budget]
-            if not (rows["method"] == RANDOM_METHOD).any():
+            if not rows["method"].isin(RANDOM_METHODS).any():
                 gaps.append(BaselineGap(dataset, protocol, model, budget, RANDOM_METHOD))
             if not has_reference:
                 gaps.append(BaselineGap(dataset, protocol, model, budget, REFERENCE_METHOD))
@@ -362,6 +380,8 @@ DISPLAY_COLUMNS: dict[str, str] = {
     "num_images": "Images",
     "eval_seconds": "Eval time",
 }
+#: Display columns shown only for tables whose rows have them (ROC-AUC: graph protocols).
+OPTIONAL_DISPLAY_COLUMNS: dict[str, str] = {"roc_auc": "ROC-AUC (%)"}
 
 
 def format_row(row: pd.Series | dict[str, Any]) -> dict[str, str]:
@@ -387,12 +407,15 @@ def format_row(row: pd.Series | dict[str, Any]) -> dict[str, str]:
         "set_bytes": format_bytes(row["set_bytes"]),
         "num_images": format_count(row["num_images"]),
         "eval_seconds": format_seconds(row["eval_seconds"]),
+        "roc_auc": _MISSING
+        if _is_missing(row.get("roc_auc_mean"))
+        else format_accuracy(row["roc_auc_mean"], row["roc_auc_std"]),
     }
 
 
 def format_missing_row(gap: BaselineGap) -> dict[str, str]:
     """Display cells of the placeholder row of a missing baseline: ``not run`` under accuracy."""
-    cells = dict.fromkeys(DISPLAY_COLUMNS, _MISSING)
+    cells = dict.fromkeys([*DISPLAY_COLUMNS, *OPTIONAL_DISPLAY_COLUMNS], _MISSING)
     cells.update(
         budget=gap.budget,
         method=gap.method,
@@ -428,19 +451,21 @@ def to_markdown(table: pd.DataFrame) -> str:
     missing: dict[tuple[str, str, str, str], list[BaselineGap]] = defaultdict(list)
     for gap in baseline_gaps(table):
         missing[(gap.dataset, gap.protocol, gap.model, gap.budget)].append(gap)
-    columns = list(DISPLAY_COLUMNS)
+    names = {**DISPLAY_COLUMNS, **OPTIONAL_DISPLAY_COLUMNS}
     for (dataset, protocol, model), group in table.groupby(["dataset", "protocol", "model"], sort=False):
+        # ROC-AUC is shown where a protocol records it (the graph protocols).
+        columns = list(DISPLAY_COLUMNS) + (["roc_auc"] if group["roc_auc_mean"].notna().any() else [])
         lines += [
             f"### {dataset} · {protocol} · {model}",
             "",
-            _markdown_line([DISPLAY_COLUMNS[column] for column in columns]),
+            _markdown_line([names[column] for column in columns]),
             _markdown_line(["---:" if _is_numeric(column) else "---" for column in columns]),
         ]
         budgets = list(dict.fromkeys(group["budget"]))
         for budget in budgets:
             for _, row in group[group["budget"] == budget].iterrows():
                 cells = format_row(row)
-                if row["is_reference"] or row["method"] == RANDOM_METHOD:
+                if row["is_reference"] or row["method"] in RANDOM_METHODS:
                     cells["method"] = f"*{cells['method']}*"
                 lines.append(_markdown_line([cells[column] for column in columns]))
             for gap in missing.get((dataset, protocol, model, budget), []):
