@@ -32,4 +32,6 @@ from condense import datm as _datm  # noqa: E402,F401 - registers datm
 from condense import dc as _dc  # noqa: E402,F401 - registers dc and dsa
 from condense import dm as _dm  # noqa: E402,F401 - registers dm
 from condense import ftd as _ftd  # noqa: E402,F401 - registers ftd
+from condense import idm as _idm  # noqa: E402,F401 - registers idm
+from condense import mirage as _mirage  # noqa: E402,F401 - registers mirage
 from condense import mtt as _mtt  # noqa: E402,F401 - registers mtt

@@ -448,9 +448,7 @@ class Synthesizer(Method):
         device = torch.device(device)
         config = self.config
         with ResourceMeter(device) as meter:
-            images = initial_images(
-                train, ipc, config.init, make_generator(derive_seed("distill", seed, "init"), "cpu")
-            )
+            images = self.initial_images(train, ipc, make_generator(derive_seed("distill", seed, "init"), "cpu"))
             run = DistillationRun(
                 method=self.name,
                 config=config,
@@ -489,6 +487,10 @@ class Synthesizer(Method):
         synthetic = run.synthetic_set(provenance)
         synthetic.validate(image_shape=train.image_shape, check_budget=True)
         return synthetic
+
+    def initial_images(self, train: ImageDataset, ipc: int, generator: torch.Generator) -> Tensor:
+        """The stored images the run starts from (:func:`initial_images` with the config's init)."""
+        return initial_images(train, ipc, self.config.init, generator)
 
     @abstractmethod
     def synthesize(self, run: DistillationRun) -> None:

@@ -19,7 +19,11 @@ from typing import Any
 import torch
 
 from condense import create_method
+from condense.graph_benchmark import check_modality, graph_cell_identity, run_graph_cell
 from data import load_dataset
+from data.cache import file_lock
+from data.graphs import is_graph_dataset
+from data.methods import Method
 from data.provenance import describe_device, git_revision, versions
 from data.synthetic import Budget
 from evaluation.protocols import evaluate_set, get_protocol
@@ -64,11 +68,18 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 def cell_identity(spec: CellSpec) -> dict[str, Any]:
     """The resolved configuration that the cell key hashes (validates names and options)."""
+    if is_graph_dataset(spec.dataset):
+        return graph_cell_identity(spec)
     method = create_method(spec.method, **spec.method_options)
-    protocol = get_protocol(spec.protocol)
+    check_modality(method, spec.dataset)  # a graph method on an image dataset
+    return identity_of(spec, method, get_protocol(spec.protocol))
+
+
+def identity_of(spec: CellSpec, method: Method, protocol: Any, *, budget_hint: str = "") -> dict[str, Any]:
+    """The identity dict of ``spec`` run by ``method`` under ``protocol`` (image or graph)."""
     budget = Budget(ipc=spec.ipc, fraction=spec.fraction) if method.uses_budget else Budget()
     if method.uses_budget and budget.is_full:
-        raise ValueError(f"method {spec.method!r} needs a budget: set ipc=N or fraction=F")
+        raise ValueError(f"method {spec.method!r} needs a budget: set ipc=N or fraction=F{budget_hint}")
     return {
         "method": spec.method,
         "method_config": method.config_dict(),
@@ -88,6 +99,10 @@ def cell_key(spec: CellSpec) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+#: Folder under the results folder that holds one lock file per cell key.
+CELL_LOCKS_DIRNAME = "locks"
+
+
 def run_cell(
     spec: CellSpec,
     *,
@@ -96,8 +111,31 @@ def run_cell(
     progress: bool = False,
     save_set: bool = True,
 ) -> CellOutcome:
-    """Run one cell unless its record exists; returns the record either way."""
+    """Run one cell unless its record exists; returns the record either way.
+
+    Safe to call for the same cell from several processes or machines at once (a shared results
+    folder): an exclusive lock on ``<results_dir>/locks/<cell key>.lock`` lets one of them run
+    the cell while the others wait, then find its record and skip. The lock dies with its
+    process, so a killed run leaves no record and the cell runs again next time.
+    """
+    key = cell_key(spec)
+    with file_lock(Path(results_dir) / CELL_LOCKS_DIRNAME / f"{key}.lock"):
+        return _run_cell_unlocked(spec, results_dir=results_dir, device=device, progress=progress, save_set=save_set)
+
+
+def _run_cell_unlocked(
+    spec: CellSpec,
+    *,
+    results_dir: str | Path,
+    device: str | torch.device,
+    progress: bool,
+    save_set: bool,
+) -> CellOutcome:
     results_dir = Path(results_dir)
+    if is_graph_dataset(spec.dataset):
+        return run_graph_cell(
+            spec, results_dir=results_dir, device=resolve_device(device), progress=progress, save_set=save_set
+        )
     identity = cell_identity(spec)
     key = cell_key(spec)
     path = record_path(results_dir, spec.dataset, spec.method, key)
@@ -112,7 +150,7 @@ def run_cell(
     protocol = get_protocol(spec.protocol)
     budget = Budget(ipc=identity["ipc"], fraction=identity["fraction"])
     logger.info("cell %s: %s on %s", key, _describe(spec), describe_device(torch_device))
-    train, _val, test = load_dataset(spec.dataset, seed=spec.seed, **spec.dataset_options)
+    train, val, test = load_dataset(spec.dataset, seed=spec.seed, **spec.dataset_options)
 
     synthetic = method.condense(train, budget, seed=spec.seed, device=torch_device, progress=progress)
     synthetic.validate(image_shape=train.image_shape, check_budget=False)
@@ -122,8 +160,13 @@ def run_cell(
     if save_set and method.family != "reference" and synthetic.sampler is None:
         set_path = synthetic.save(results_dir / "sets" / spec.dataset / spec.method / f"{key}.safetensors")
 
-    evaluation = evaluate_set(synthetic, test, protocol, seed=spec.seed, device=torch_device, progress=progress)
-    provenance = synthetic.provenance
+    evaluation = evaluate_set(
+        synthetic, test, protocol, seed=spec.seed, device=torch_device, progress=progress, train=train, val=val
+    )
+    # Soft-label protocols: the labels' bytes count in the set's size, the teacher's cost is charged.
+    soft_details = {k: v for k, v in evaluation.details.items() if k != "provenance"}
+    set_bytes += int(soft_details.get("label_bytes", 0))
+    provenance = merge_precompute_provenance(synthetic.provenance, evaluation.details.get("provenance", {}))
     record = ResultRecord.from_dict(
         {
             "schema": "condense-bench/record",
@@ -143,28 +186,47 @@ def run_cell(
                 "epochs_run": evaluation.epochs,
                 "used_learned_lr": any(r.used_learned_lr for r in evaluation.per_model.values()),
                 "sampler": synthetic.sampler,
+                **({"soft_run": soft_details} if soft_details else {}),
             },
             "seed": spec.seed,
             "results": {
                 name: {"accuracies": list(result.accuracies), **summarize_accuracies(result.accuracies)}
                 for name, result in evaluation.per_model.items()
             },
-            "costs": {
-                "distill_seconds": float(provenance.get("distill_seconds", 0.0)),
-                "distill_peak_memory_bytes": int(provenance.get("peak_memory_bytes", 0)),
-                "eval_seconds": evaluation.seconds,
-                "set_bytes": set_bytes,
-                "num_images": len(synthetic),
-                **precompute_costs(provenance),
-            },
-            "versions": versions(),
-            "git_revision": git_revision(),
-            "device": describe_device(torch_device),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "set_path": str(set_path.relative_to(results_dir)) if set_path is not None else None,
+            "costs": record_costs(
+                provenance, eval_seconds=evaluation.seconds, set_bytes=set_bytes, num_items=len(synthetic)
+            ),
+            **record_stamp(torch_device, results_dir, set_path),
         }
     )
-    # A concurrent run of the same cell may have finished first; keep the first record.
+    return publish_record(record, results_dir, key, path, started)
+
+
+def record_costs(provenance: dict[str, Any], *, eval_seconds: float, set_bytes: int, num_items: int) -> dict[str, Any]:
+    """The ``costs`` of a record: distillation time and memory, evaluation time, size, cached products."""
+    return {
+        "distill_seconds": float(provenance.get("distill_seconds", 0.0)),
+        "distill_peak_memory_bytes": int(provenance.get("peak_memory_bytes", 0)),
+        "eval_seconds": eval_seconds,
+        "set_bytes": set_bytes,
+        "num_images": num_items,
+        **precompute_costs(provenance),
+    }
+
+
+def record_stamp(device: torch.device, results_dir: Path, set_path: Path | None) -> dict[str, Any]:
+    """Where and with what a record was made: versions, git revision, device, time, saved set."""
+    return {
+        "versions": versions(),
+        "git_revision": git_revision(),
+        "device": describe_device(device),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "set_path": str(set_path.relative_to(results_dir)) if set_path is not None else None,
+    }
+
+
+def publish_record(record: ResultRecord, results_dir: Path, key: str, path: Path, started: float) -> CellOutcome:
+    """Write ``record`` unless a concurrent run of the cell finished first (its record is kept)."""
     existing = _existing_record(results_dir, key)
     if existing is not None:
         logger.info("cell %s finished concurrently elsewhere; keeping %s", key, path)
@@ -189,6 +251,18 @@ def precompute_costs(provenance: dict[str, Any]) -> dict[str, Any]:
     if hits:
         costs["precompute_cache_hit"] = all(hits)
     return costs
+
+
+def merge_precompute_provenance(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """``first`` updated by ``second``, adding ``<product>_seconds`` and and-ing ``_cache_hit``."""
+    merged = {**first, **second}
+    for product in PRECOMPUTED_PRODUCTS:
+        seconds, hit = f"{product}_seconds", f"{product}_cache_hit"
+        if seconds in first and seconds in second:
+            merged[seconds] = float(first[seconds]) + float(second[seconds])
+        if hit in first and hit in second:
+            merged[hit] = bool(first[hit]) and bool(second[hit])
+    return merged
 
 
 def _existing_record(results_dir: Path, key: str) -> ResultRecord | None:

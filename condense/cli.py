@@ -1,7 +1,8 @@
 """``condense-bench``: the Hydra app that runs benchmark cells and sweeps.
 
-``condense-bench`` with no arguments runs the default sweep (``sweep=default``) on digits and
-writes the leaderboard (CSV, Markdown, JSON, HTML) into the results folder. One cell::
+``condense-bench`` with no arguments runs the main job (the sweeps of :data:`MAIN_JOB_SWEEPS` on the
+embedded datasets) and writes the leaderboard (CSV, Markdown, JSON, HTML) into the results folder.
+``condense-bench main results_dir=PATH`` does the same with overrides. One cell::
 
     condense-bench method=random dataset=digits ipc=10 protocol=fast seed=0
 
@@ -10,9 +11,11 @@ A sweep: ``condense-bench -m method=random,full ipc=1,10 seed=0,1``.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -25,10 +28,12 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from condense.benchmark import CellOutcome, CellSpec, run_cell
+from condense.graph_benchmark import reference_for_dataset
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ARGUMENTS = ["sweep=default"]
+#: The main job (``condense-bench`` with no arguments): these sweeps in order, into one results folder.
+MAIN_JOB_SWEEPS = ("default", "digits_distillation", "graph")
 
 
 def config_dir() -> str:
@@ -40,6 +45,22 @@ def config_dir() -> str:
     if checkout.is_dir():
         return str(checkout)
     raise FileNotFoundError(f"no configs found at {packaged} or {checkout}; reinstall condense-bench")
+
+
+def method_options(option: str) -> tuple[str, dict[str, Any]]:
+    """The registry name and options of a ``configs/method`` option, e.g. ``"digits/dm"``.
+
+    The same composition as ``condense-bench method=<option>``, for library use::
+
+        name, options = method_options("digits/dm")
+        synthetic = create_method(name, **options).distill(train, ipc=1, seed=0)
+    """
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="bench", overrides=[f"method={option}"])
+    options: dict[str, Any] = OmegaConf.to_container(cfg.method, resolve=True)  # type: ignore[assignment]
+    return str(options.pop("name")), options
 
 
 def spec_from_config(cfg: DictConfig) -> CellSpec:
@@ -73,7 +94,8 @@ def set_threads(cfg: DictConfig) -> None:
     """Share the CPU cores between parallel jobs so that they do not oversubscribe them.
 
     ``threads`` set explicitly wins; under the joblib launcher each of its ``n_jobs`` workers
-    gets ``cores // n_jobs`` threads.
+    gets ``cores // n_jobs`` threads; under the submitit launchers a job gets the launcher's
+    ``cpus_per_task``.
     """
     import torch
 
@@ -84,30 +106,100 @@ def set_threads(cfg: DictConfig) -> None:
             n_jobs = int(launcher.get("n_jobs") or -1)
             n_jobs = (os.cpu_count() or 1) if n_jobs < 1 else n_jobs
             threads = max(1, (os.cpu_count() or 1) // n_jobs)
+        elif "submitit" in str(launcher.get("_target_", "")) and launcher.get("cpus_per_task"):
+            threads = int(launcher.cpus_per_task)
     if threads is not None:
         torch.set_num_threads(int(threads))
 
 
+def job_device(
+    requested: str, *, job_num: int = 0, environ: Mapping[str, str] | None = None, cuda_devices: int | None = None
+) -> str:
+    """The one device a job uses; ``auto`` never hands a job every GPU of the machine.
+
+    An explicit device (``cpu``, ``cuda:1``) is used as given. ``auto`` is the CPU without CUDA;
+    with CUDA it is one GPU among those visible to the job: ``LOCAL_RANK`` under torchrun, else
+    GPU ``job_num % count``. SLURM (``submitit_slurm`` with ``gpus_per_task: 1``) shows each job
+    only its own GPU, so the job takes it; on a multi-GPU workstation (``joblib``,
+    ``submitit_local``) the jobs of a multirun spread over the GPUs by job number.
+
+    Args:
+        requested: the ``device`` option.
+        job_num: the job's number in the multirun (``hydra.job.num``).
+        environ: the environment (default ``os.environ``).
+        cuda_devices: visible CUDA devices (default ``torch.cuda.device_count()``).
+    """
+    if requested != "auto":
+        return requested
+    if cuda_devices is None:
+        import torch
+
+        cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if cuda_devices == 0:
+        return "cpu"
+    environ = os.environ if environ is None else environ
+    slot = int(environ["LOCAL_RANK"]) if "LOCAL_RANK" in environ else job_num
+    return f"cuda:{slot % cuda_devices}"
+
+
+def import_plugins(cfg: DictConfig) -> None:
+    """Import the modules of ``+plugins=[pkg.module,...]`` before the cell runs.
+
+    They register their own methods, datasets or protocols; every job of a sweep imports them
+    itself (under joblib, submitit or Ray too), so they must be importable on every node.
+    """
+    for module in cfg.get("plugins") or []:
+        importlib.import_module(str(module))
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="bench")
 def _app(cfg: DictConfig) -> str:
+    import_plugins(cfg)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise NotImplementedError(
+            "data-parallel cells under torchrun are not implemented yet (issue 10, item 6): every rank would "
+            "run the whole cell; run condense-bench as one process per cell (a launcher spreads cells over GPUs)"
+        )
     set_threads(cfg)
+    job_num = int(HydraConfig.get().job.get("num") or 0) if HydraConfig.initialized() else 0
+    device = job_device(str(cfg.device), job_num=job_num)
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(torch.device(device))
     spec = spec_from_config(cfg)
     # Shared caches (proxy models, expert trajectories, teachers) live beside the records.
     os.environ.setdefault("CONDENSE_CACHE", str(results_dir_of(cfg) / "cache"))
     run = partial(
         run_cell,
         results_dir=results_dir_of(cfg),
-        device=str(cfg.device),
+        device=device,
         progress=bool(cfg.progress),
         save_set=bool(cfg.save_sets),
     )
     outcome = run(spec)
     _report_cell(outcome)
     # The reference rows every table needs, under the same budget, protocol and seed.
-    for reference in cfg.get("references") or []:
+    for reference in references_for(spec, cfg.get("references") or []):
+        reference = reference_for_dataset(str(reference), spec.dataset)  # random -> random_graphs on graphs
         if reference != spec.method:
-            _report_cell(run(replace(spec, method=str(reference), method_options={})))
+            _report_cell(run(replace(spec, method=reference, method_options={})))
     return str(outcome.record_path)
+
+
+def references_for(spec: CellSpec, references: Any) -> list[str]:
+    """The reference rows of a cell: ``references``, plus ``random`` beside a soft-label cell.
+
+    DD-Ranking's improvement over random needs the random real subset under the identical
+    soft-label protocol, so a soft-protocol cell always runs it, whatever ``references`` says.
+    """
+    names = [str(name) for name in references]
+    from evaluation.protocols import PROTOCOLS
+
+    protocol = PROTOCOLS.get(spec.protocol) if spec.protocol in PROTOCOLS else None
+    if getattr(protocol, "soft", None) is not None and "random" not in names:
+        names.append("random")
+    return names
 
 
 def _report_cell(outcome: CellOutcome) -> None:
@@ -140,10 +232,24 @@ class ReportCallback(Callback):
         print(f"[condense-bench] leaderboard: {paths.get('html')}", flush=True)
 
 
+def run_main_job(overrides: list[str] | None = None) -> None:
+    """Run every sweep of :data:`MAIN_JOB_SWEEPS`; the leaderboard is written once, at the end.
+
+    ``overrides`` (e.g. ``["results_dir=/tmp/x"]``) apply to every sweep.
+    """
+    program = sys.argv[0]
+    for position, sweep in enumerate(MAIN_JOB_SWEEPS):
+        last = position == len(MAIN_JOB_SWEEPS) - 1
+        sys.argv = [program, f"sweep={sweep}", *(overrides or []), *([] if last else ["report=false"])]
+        print(f"[condense-bench] main job {position + 1}/{len(MAIN_JOB_SWEEPS)}: sweep={sweep}", flush=True)
+        _app()
+
+
 def main() -> None:
-    """Console entry point; no arguments means the default sweep."""
-    if len(sys.argv) == 1:
-        sys.argv.extend(DEFAULT_ARGUMENTS)
+    """Console entry point: no arguments (or ``main [overrides]``) runs the main job."""
+    if len(sys.argv) == 1 or sys.argv[1] == "main":
+        run_main_job(sys.argv[2:])
+        return
     _app()
 
 

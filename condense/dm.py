@@ -5,11 +5,7 @@ that, per class, the mean embedding of the (siamese-augmented) synthetic images 
 mean embedding of a batch of real images of the class. No bi-level optimization, no network
 training. Follows ``main_DM.py`` of VICO-UoE/DatasetCondensation.
 
-IDM (Zhao et al., CVPR 2023) is not registered: its main ingredient, partition and expansion
-(each stored image holds 2x2 half-resolution images that are decoded to four full-size images
-for training), needs the evaluation protocol to decode a set before training on it, which the
-suite's :class:`~data.synthetic.SyntheticSet` and :func:`~evaluation.protocols.evaluate_set` do
-not support yet; without it the method would not be IDM.
+IDM (partitioned images, a trained model queue, a CE regularizer) is :mod:`condense.idm`.
 """
 
 from __future__ import annotations

@@ -11,10 +11,13 @@ Experts are written under ``cache_dir/<key>/expert_XXX.safetensors`` where ``key
 :class:`ExpertConfig` (minus ``cache_dir``) and the dataset fingerprint. Every file is written
 to a temporary name and moved into place with ``os.replace``, so a file under its final name is
 always complete and an interrupted run is resumed expert by expert; temporary files are never
-read. :func:`load_or_train_experts` reports whether everything came from the cache
-(``cache_hit``) and the seconds the experts cost to build (charged to every method using them).
+read. Each expert is trained under a file lock (:func:`data.cache.build_once`), so concurrent jobs
+train it once and the others wait for it; an unreadable or wrongly shaped file is trained again.
+:func:`load_or_train_experts` reports whether everything came from the cache (``cache_hit``)
+and the seconds the experts cost to build (charged to every method using them).
 
-ZCA whitening (used by the official CIFAR settings) is not implemented yet (issue 4).
+With ZCA (``data.zca``, the official CIFAR setting) the caller whitens the training set first; the
+whitened set has its own fingerprint, and ``zca`` is part of the key as well.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from tqdm.auto import tqdm
 
 from condense._common import sample_network
 from data import ImageDataset
+from data.cache import build_once
 from data.seeding import derive_seed, make_generator
 from evaluation.augment import dsa_augment
 
@@ -76,7 +80,7 @@ class ExpertConfig:
         rho: GSAM perturbation radius (``rho_max = rho_min = 0.01`` official).
         alpha: GSAM surrogate-gap weight (``--alpha``, code default 0.4; DATM README 0.3).
         adaptive: GSAM's adaptive (parameter-scaled) perturbation (official True).
-        zca: ZCA whitening (not implemented yet: raises).
+        zca: the experts train on ZCA-whitened images (the caller whitens; part of the key).
         seed: the experts' seed, independent of the distillation seed so every cell shares them.
         cache_dir: cache folder (``None``: :func:`default_cache_dir`); not part of the key.
     """
@@ -98,11 +102,6 @@ class ExpertConfig:
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if self.zca:
-            raise NotImplementedError(
-                "ZCA whitening of the experts (and of distillation/evaluation) is not implemented yet; "
-                "see issue 4. Use zca=False."
-            )
         if self.num_experts < 1 or self.epochs < 1:
             raise ValueError(f"num_experts and epochs must be positive, got {self.num_experts}, {self.epochs}")
         if not (self.lr_teacher > 0 and math.isfinite(self.lr_teacher)):
@@ -331,21 +330,28 @@ def load_or_train_experts(
     trained, seconds = 0, 0.0
     for index in range(config.num_experts):
         path = folder / f"expert_{index:03d}.safetensors"
-        if path.exists():
-            trajectory = load_file(str(path))["trajectory"]
-            seconds += float(_read_metadata(path).get("seconds", "0"))
-            if tuple(trajectory.shape) != (config.epochs + 1, layout.numel):
-                raise ValueError(f"cached expert {path} has shape {tuple(trajectory.shape)}; delete it to retrain")
-        else:
+        # One job trains each expert while concurrent jobs wait (data.cache.build_once); an
+        # unreadable or wrongly shaped file (a killed job, an old format) is trained again.
+        loaded: dict[str, object] = {}
+
+        def read_valid(cached: Path, loaded: dict[str, object] = loaded) -> bool:
+            trajectory = load_file(str(cached))["trajectory"]
+            loaded.update(trajectory=trajectory, seconds=float(_read_metadata(cached).get("seconds", "0")))
+            return tuple(trajectory.shape) == (config.epochs + 1, layout.numel)
+
+        def build(temporary: Path, index: int = index, path: Path = path, loaded: dict[str, object] = loaded) -> None:
             logger.info("training expert %d/%d (%s) -> %s", index + 1, config.num_experts, key, path)
             started = time.perf_counter()
             trajectory = train_expert(train, config, index, device=device, progress=progress)
             elapsed = time.perf_counter() - started
             metadata = {"seconds": repr(elapsed), "config": json.dumps(config.key_dict(), default=str)}
-            _atomic_save({"trajectory": trajectory.contiguous()}, metadata, path)
+            _atomic_save({"trajectory": trajectory.contiguous()}, metadata, temporary)
+            loaded.update(trajectory=trajectory, seconds=elapsed)
+
+        if not build_once(path, build, read_valid):
             trained += 1
-            seconds += elapsed
-        trajectories.append(trajectory)
+        seconds += float(loaded["seconds"])  # type: ignore[arg-type]
+        trajectories.append(loaded["trajectory"])  # type: ignore[arg-type]
     return ExpertTrajectories(
         config=config,
         key=key,

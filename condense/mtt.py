@@ -43,6 +43,7 @@ from data import ImageDataset
 from data.methods import register_method
 from data.seeding import make_generator
 from data.synthetic import SyntheticSet
+from data.zca import ZCAWhitening, whiten_dataset
 from evaluation.augment import dsa_augment
 from evaluation.train import classification_loss
 
@@ -135,7 +136,8 @@ class TrajectoryConfig(SynthesizerConfig):
         expert_seed: the experts' seed (shared by all cells, whatever the distillation seed).
         expert_cache_dir: expert cache folder (``None``: ``$CONDENSE_CACHE/experts`` or
             ``./results/cache/experts``); not part of the cell key.
-        zca: ZCA whitening (official on CIFAR); not implemented yet (issue 4).
+        zca: ZCA whitening (official on CIFAR; ``data.zca``): fitted on the training set, used by the
+            experts and the distillation, stored in the set so the evaluation whitens the test set.
     """
 
     model: str = "convnet3"
@@ -160,8 +162,6 @@ class TrajectoryConfig(SynthesizerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.zca:
-            raise NotImplementedError("ZCA whitening for trajectory matching is not implemented yet; see issue 4")
         if self.syn_steps < 1 or self.expert_epochs < 1 or self.max_start_epoch < 1:
             raise ValueError("syn_steps, expert_epochs and max_start_epoch must be positive")
         if self.batch_syn is not None and self.batch_syn < 1:
@@ -217,6 +217,7 @@ class TrajectorySynthesizer(Synthesizer):
             dsa_strategy=resolve_strategy(c.dsa_strategy, train.name),
             sharpness=self.expert_sharpness,
             **self.sharpness_options(),
+            zca=c.zca,
             seed=c.expert_seed,
             cache_dir=c.expert_cache_dir,
         )
@@ -235,6 +236,9 @@ class TrajectorySynthesizer(Synthesizer):
         progress: bool = False,
     ) -> SyntheticSet:
         """Load (or train once) the experts, distill, and store the learned lr (and soft labels)."""
+        zca = ZCAWhitening.fit(train.images) if self.config.zca else None
+        if zca is not None:
+            train = whiten_dataset(train, zca)
         experts = load_or_train_experts(train, self.expert_config(train), device=device, progress=progress)
         self._state = TrajectoryState(
             experts=experts, syn_lr=torch.tensor(self.config.lr_teacher, device=torch.device(device))
@@ -252,6 +256,8 @@ class TrajectorySynthesizer(Synthesizer):
             if bool((synthetic.labels.argmax(dim=1) != synthetic.extras["class_labels"]).any()):
                 logger.warning("%s: some learned soft labels no longer peak at their class", self.name)
                 check_budget = False
+        if zca is not None:
+            synthetic.extras.update(zca.extras())
         synthetic.provenance["experts"] = experts.summary()
         synthetic.provenance["trajectory"] = {
             "learned_lr": synthetic.learned_lr,

@@ -6,6 +6,7 @@ header, so loading a set never runs code. ``.pt`` files are read with ``weights_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -90,6 +91,8 @@ class SyntheticSet:
         sampler: a training-time sampler the protocol must use instead of plain epochs over
             all images, e.g. ``{"name": "rs2", "per_round": 130, "schedule": "equal_epochs"}``
             (RS2 keeps the whole pool and trains on a fresh subset every round).
+        decoder: how stored images expand into training images (``data.decoders``), e.g.
+            ``{"name": "partition", "factor": 2}`` (IDM); the budget counts stored images.
     """
 
     images: Tensor
@@ -102,6 +105,7 @@ class SyntheticSet:
     extras: dict[str, Tensor] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     sampler: dict[str, Any] | None = None
+    decoder: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -157,10 +161,24 @@ class SyntheticSet:
                 raise ValueError(f"extra {key!r} is not a tensor")
         if self.sampler is not None and self.sampler.get("name") not in TRAINING_SAMPLERS:
             raise ValueError(f"unknown training sampler {self.sampler!r}; valid: {', '.join(TRAINING_SAMPLERS)}")
+        if self.decoder is not None:
+            from data.decoders import DECODERS
+
+            if self.decoder.get("name") not in DECODERS:
+                raise ValueError(f"unknown decoder {self.decoder!r}; valid: {', '.join(DECODERS)}")
         if check_budget and self.sampler is None and self.budget.ipc is not None:
             counts = self.class_counts()
             if not bool((counts == self.budget.ipc).all()):
                 raise ValueError(f"budget ipc={self.budget.ipc} but the set has per-class counts {counts.tolist()}")
+
+    def decoded(self) -> SyntheticSet:
+        """The training images the stored ones stand for (the set itself when it has no decoder)."""
+        if self.decoder is None:
+            return self
+        from data.decoders import decode
+
+        images, labels = decode(self.images, self.labels, self.decoder)
+        return dataclasses.replace(self, images=images, labels=labels, decoder=None)
 
     # -- serialization -------------------------------------------------------------------------
 
@@ -176,6 +194,7 @@ class SyntheticSet:
             "extras": sorted(self.extras),
             "provenance": self.provenance,
             "sampler": self.sampler,
+            "decoder": self.decoder,
         }
 
     def to_bytes(self) -> bytes:
@@ -187,7 +206,16 @@ class SyntheticSet:
         return save_safetensors_bytes(tensors, metadata=metadata)
 
     def num_bytes(self) -> int:
-        """Bytes the set occupies on disk, soft labels and extras included."""
+        """Bytes the set occupies on disk, soft labels and extras included.
+
+        A fitted ZCA transform (``data.zca``) is left out: it preprocesses the whole dataset, is
+        the same for every set of that dataset, and published budgets do not count it.
+        """
+        from data.zca import MATRIX_KEY, MEAN_KEY
+
+        if MEAN_KEY in self.extras or MATRIX_KEY in self.extras:
+            kept = {k: v for k, v in self.extras.items() if k not in (MEAN_KEY, MATRIX_KEY)}
+            return len(dataclasses.replace(self, extras=kept).to_bytes())
         return len(self.to_bytes())
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -264,6 +292,7 @@ class SyntheticSet:
             extras=extras,
             provenance=meta.get("provenance", {}),
             sampler=meta.get("sampler"),
+            decoder=meta.get("decoder"),
         )
         result.validate(check_budget=False)
         return result

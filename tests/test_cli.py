@@ -70,3 +70,24 @@ def test_installed_app_finds_its_configs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "name: full" in result.stdout and "name: digits" in result.stdout
+
+
+def test_main_job_sweeps_compose_into_valid_methods():
+    """Every sweep of the main job composes, and every method option in it builds a method."""
+    from hydra import compose, initialize_config_dir
+
+    from condense import create_method
+    from condense.cli import MAIN_JOB_SWEEPS, config_dir, method_options
+
+    methods = []
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        for sweep in MAIN_JOB_SWEEPS:
+            cfg = compose(config_name="bench", overrides=[f"sweep={sweep}"], return_hydra_config=True)
+            methods += str(cfg.hydra.sweeper.params.method).split(",")
+    assert {"random", "full", "digits/dc", "digits/mtt"} <= set(methods)
+    for option in methods:
+        name, options = method_options(option)
+        assert create_method(name, **options).name == name
+    # The digits settings keep the official values they do not scale down.
+    _, dm = method_options("digits/dm")
+    assert dm["model"] == "convnetd2" and dm["iterations"] == 20 and dm["lr_img"] == 1.0
