@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from leaderboard.ddranking import ddranking_scores
 from leaderboard.records import LoadedRecords, StrPath, load_records, write_text_atomic
 from leaderboard.report import render_report
 from leaderboard.table import build_table, to_csv, to_json, to_markdown
@@ -18,6 +20,7 @@ CSV_NAME = "leaderboard.csv"
 MARKDOWN_NAME = "leaderboard.md"
 JSON_NAME = "leaderboard.json"
 HTML_NAME = "report.html"
+DDRANKING_NAME = "ddranking.json"
 
 
 class NoRecordsError(ValueError):
@@ -59,12 +62,18 @@ def _write_loaded(
     out_folder = Path(out_dir) if out_dir is not None else Path(results_dir)
     html_target = Path(html_path) if html_path is not None else Path(results_dir) / HTML_NAME
     table = build_table(loaded.records)
-    return {
+    paths = {
         "csv": to_csv(table, out_folder / CSV_NAME),
         "markdown": write_text_atomic(out_folder / MARKDOWN_NAME, to_markdown(table)),
         "json": to_json(table, out_folder / JSON_NAME),
         "html": write_text_atomic(html_target, render_report(loaded.records, loaded.problems, results_dir=results_dir)),
     }
+    # DD-Ranking's scores, for every method with a soft-label (`soft` protocol) record.
+    scores = ddranking_scores(loaded.records)
+    if scores:
+        text = json.dumps([row.to_dict() for row in scores], indent=2, sort_keys=True)
+        paths["ddranking"] = write_text_atomic(out_folder / DDRANKING_NAME, text + "\n")
+    return paths
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -254,6 +255,12 @@ def test_ddranking_scores_from_records(tmp_path: Path) -> None:
     herding = scores["herding"]
     assert herding.ior == pytest.approx(0.91 - 0.94) and herding.hlr is None and herding.lrs is None
     assert any("syn_hard" in m for m in herding.missing)
+    # The leaderboard writes the scores beside the tables.
+    from leaderboard.cli import write_outputs
+
+    written = json.loads(write_outputs(tmp_path)["ddranking"].read_text())
+    assert {row["method"] for row in written} == {"dm", "herding"}
+    assert next(row for row in written if row["method"] == "dm")["hlr"] == pytest.approx(0.12)
     # Without the random control there is no IOR, and the gap is reported.
     no_random = [r for r in loaded.records if r.method != "random"]
     (row,) = [r for r in ddranking_scores(no_random) if r.method == "dm"]
