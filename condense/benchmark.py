@@ -132,17 +132,17 @@ def _run_cell_unlocked(
     save_set: bool,
 ) -> CellOutcome:
     results_dir = Path(results_dir)
-    if is_graph_dataset(spec.dataset):
-        return run_graph_cell(
-            spec, results_dir=results_dir, device=resolve_device(device), progress=progress, save_set=save_set
-        )
-    identity = cell_identity(spec)
     key = cell_key(spec)
     path = record_path(results_dir, spec.dataset, spec.method, key)
     existing = _existing_record(results_dir, key)
     if existing is not None:
         logger.info("cell %s (%s) already has a record, skipping: %s", key, _describe(spec), path)
         return CellOutcome(key, path, existing, True)
+    if is_graph_dataset(spec.dataset):
+        return run_graph_cell(
+            spec, results_dir=results_dir, device=resolve_device(device), progress=progress, save_set=save_set
+        )
+    identity = cell_identity(spec)
 
     started = time.perf_counter()
     torch_device = resolve_device(device)

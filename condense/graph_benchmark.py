@@ -68,25 +68,16 @@ def run_graph_cell(
     progress: bool = False,
     save_set: bool = True,
 ) -> Any:
-    """Run one graph cell unless its record exists; returns a :class:`condense.benchmark.CellOutcome`."""
-    from condense.benchmark import (
-        CellOutcome,
-        _describe,
-        _existing_record,
-        cell_key,
-        publish_record,
-        record_costs,
-        record_stamp,
-    )
+    """Run one graph cell (the caller, ``condense.benchmark``, has found no record for it).
+
+    Returns a :class:`condense.benchmark.CellOutcome`.
+    """
+    from condense.benchmark import CellOutcome, _describe, cell_key, publish_record, record_costs, record_stamp
 
     results_dir = Path(results_dir)
     identity = graph_cell_identity(spec)
     key = cell_key(spec)
     path = record_path(results_dir, spec.dataset, spec.method, key)
-    existing = _existing_record(results_dir, key)
-    if existing is not None:
-        logger.info("cell %s (%s) already has a record, skipping: %s", key, _describe(spec), path)
-        return CellOutcome(key, path, existing, True)
 
     started = time.perf_counter()
     method = create_method(spec.method, **spec.method_options)
