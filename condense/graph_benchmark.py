@@ -72,7 +72,7 @@ def run_graph_cell(
 
     Returns a :class:`condense.benchmark.CellOutcome`.
     """
-    from condense.benchmark import CellOutcome, _describe, cell_key, publish_record, record_costs, record_stamp
+    from condense.benchmark import _describe, cell_key, publish_record, record_costs, record_stamp
 
     results_dir = Path(results_dir)
     identity = graph_cell_identity(spec)
