@@ -1,0 +1,286 @@
+"""Recovering images from a trained teacher's batch-norm statistics (SRe2L, CDA, INFER).
+
+The shared machinery of the decoupled methods:
+
+* :class:`BNStatisticsHook`: forward hooks on every BatchNorm layer of a teacher that compare the
+  mean and (biased) variance of the current batch with the layer's running statistics,
+  ``||mu_l(x) - mu_l^BN||_2 + ||var_l(x) - var_l^BN||_2`` (SRe2L's ``BNFeatureHook``);
+* :func:`recover`: the optimization of those methods: Adam (betas 0.5, 0.9) with a cosine lr
+  without warm-up, per step a random crop (``RandomResizedCrop`` with a scale range that may
+  follow a curriculum), a random flip and a random roll jitter, the loss
+  ``CE(f(x), y) + r_bn * sum_l w_l BN_l`` with the first BN layer weighted up, and clipping of
+  the pixels to the valid range after each step;
+* :func:`crop_curriculum`: CDA's easy-to-hard schedule of the crop's lower scale;
+* :func:`squeeze_teacher`: the BN teacher trained on the real data (cached, see
+  :mod:`evaluation.teachers`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from data import ImageDataset
+from evaluation.teachers import Teacher, TeacherConfig, load_or_train_teacher
+
+CurriculumKind = Literal["cosine", "linear", "step"]
+CURRICULA = ("cosine", "linear", "step")
+
+
+class BNStatisticsHook:
+    """Per BatchNorm layer of ``net``: the distance of the batch statistics to the running ones.
+
+    After every forward pass :attr:`distances` holds one scalar per layer, in module order. Use it
+    as a context manager (or call :meth:`remove`) so the hooks do not outlive the recovery.
+
+    Raises:
+        ValueError: ``net`` has no BatchNorm layer (there would be nothing to match).
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        self.layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not self.layers:
+            raise ValueError(
+                f"recovering from batch-norm statistics needs a teacher with BatchNorm layers; "
+                f"{type(net).__name__} has none (use a *_bn model, e.g. convnet_bn or resnet18_bn)"
+            )
+        self.distances: list[Tensor | None] = [None] * len(self.layers)
+        self._handles = [layer.register_forward_hook(self._hook(i)) for i, layer in enumerate(self.layers)]
+
+    def _hook(self, index: int) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            x = inputs[0]
+            channels = x.shape[1]
+            flat = x.transpose(0, 1).reshape(channels, -1)
+            mean = flat.mean(1)
+            var = flat.var(1, unbiased=False)
+            running_mean, running_var = module.running_mean, module.running_var  # type: ignore[union-attr]
+            self.distances[index] = torch.norm(running_mean - mean, 2) + torch.norm(running_var - var, 2)
+
+        return hook
+
+    def loss(self, first_multiplier: float = 10.0) -> Tensor:
+        """``sum_l w_l distance_l`` of the last forward pass, ``w_1 = first_multiplier``, others 1."""
+        if any(d is None for d in self.distances):
+            raise RuntimeError("no forward pass has been recorded yet")
+        weights = [first_multiplier] + [1.0] * (len(self.distances) - 1)
+        return sum(w * d for w, d in zip(weights, self.distances, strict=True))  # type: ignore[misc,return-value]
+
+    def remove(self) -> None:
+        """Detach the hooks from the network."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __enter__(self) -> BNStatisticsHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def crop_curriculum(
+    iteration: int, iterations: int, *, kind: CurriculumKind, milestone: float, min_scale: float = 0.08
+) -> float:
+    """CDA's lower crop scale at ``iteration`` of ``iterations`` (the upper scale stays 1).
+
+    Before ``milestone * iterations`` the lower scale goes from 1 (easy: whole-image crops) to
+    ``min_scale``: ``cosine`` ``min + (1 - min)(1 + cos(pi i / (milestone I))) / 2``, ``linear``
+    ``min + (1 - min)(1 - i / (milestone I))``, ``step`` stays at 1; afterwards ``min_scale``
+    (the full range). ``milestone`` 0 is plain SRe2L.
+    """
+    if kind not in CURRICULA:
+        raise ValueError(f"unknown curriculum {kind!r}; valid: {', '.join(CURRICULA)}")
+    end = milestone * iterations
+    if iteration >= end:
+        return min_scale
+    progress = iteration / end
+    if kind == "cosine":
+        return min_scale + (1.0 - min_scale) * (1.0 + math.cos(math.pi * progress)) / 2.0
+    if kind == "linear":
+        return min_scale + (1.0 - min_scale) * (1.0 - progress)
+    return 1.0
+
+
+def random_resized_crop(images: Tensor, scale: tuple[float, float], rng: random.Random) -> Tensor:
+    """One ``RandomResizedCrop`` (ratio 3/4 to 4/3) for the whole batch, resized back (bilinear).
+
+    Like torchvision's transform on a batch tensor: one box for every image; differentiable with
+    respect to the pixels.
+    """
+    height, width = images.shape[-2:]
+    area = height * width
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        crop_w = round(math.sqrt(target * ratio))
+        crop_h = round(math.sqrt(target / ratio))
+        if 0 < crop_w <= width and 0 < crop_h <= height:
+            top, left = rng.randint(0, height - crop_h), rng.randint(0, width - crop_w)
+            break
+    else:  # torchvision's fallback: the central crop
+        crop_h, crop_w, top, left = height, width, 0, 0
+    crop = images[..., top : top + crop_h, left : left + crop_w]
+    if (crop_h, crop_w) == (height, width):
+        return crop
+    return F.interpolate(crop, size=(height, width), mode="bilinear", align_corners=False)
+
+
+def pixel_bounds(train: ImageDataset, device: torch.device | str) -> tuple[Tensor, Tensor]:
+    """Per-channel lower and upper bounds of valid pixels in normalized coordinates (``1 x C x 1 x 1``)."""
+    mean = torch.tensor(train.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(train.std, device=device).view(1, -1, 1, 1)
+    return (0 - mean) / std, (1 - mean) / std
+
+
+@dataclass(frozen=True)
+class RecoverSettings:
+    """One recovery's hyperparameters (the per-method configs carry them).
+
+    Attributes:
+        iterations: Adam steps.
+        lr: Adam's base lr (cosine decay to 0 over ``iterations``, no warm-up).
+        r_bn: weight of the BN-matching term.
+        first_bn_multiplier: weight of the first BN layer inside that term.
+        jitter: the roll is drawn from ``[0, jitter]`` pixels on both axes.
+        flip: random horizontal flip per step.
+        crop: random-resized-crop per step (with ``min_scale`` or the curriculum's scale).
+        min_scale: the crop's lower scale when there is no curriculum.
+        curriculum: CDA's schedule of the lower scale (``None``: fixed ``min_scale``).
+        milestone: share of the iterations the curriculum spans.
+    """
+
+    iterations: int
+    lr: float
+    r_bn: float
+    first_bn_multiplier: float = 10.0
+    jitter: int = 4
+    flip: bool = True
+    crop: bool = False
+    min_scale: float = 0.08
+    curriculum: CurriculumKind | None = None
+    milestone: float = 0.0
+
+    def crop_scale(self, iteration: int) -> float:
+        """The crop's lower scale at ``iteration``."""
+        if self.curriculum is None:
+            return self.min_scale
+        return crop_curriculum(
+            iteration, self.iterations, kind=self.curriculum, milestone=self.milestone, min_scale=self.min_scale
+        )
+
+
+@dataclass
+class RecoverTrace:
+    """What a recovery did, per iteration."""
+
+    ce: list[float] = field(default_factory=list)
+    bn: list[float] = field(default_factory=list)
+    crop_scales: list[float] = field(default_factory=list)
+
+
+def recover(
+    teacher: nn.Module,
+    parameter: Tensor,
+    labels: Tensor,
+    settings: RecoverSettings,
+    *,
+    seed: int,
+    compose: Callable[[Tensor], Tensor] | None = None,
+    bounds: tuple[Tensor, Tensor] | None = None,
+    trace: RecoverTrace | None = None,
+) -> Tensor:
+    """Optimize ``parameter`` so the teacher classifies ``compose(parameter)`` as ``labels`` with real BN statistics.
+
+    Args:
+        teacher: a network with BatchNorm layers, in eval mode (frozen).
+        parameter: the leaf to optimize: the images themselves (SRe2L/CDA) or a compensator
+            (INFER), cloned, not modified.
+        labels: the class of every composed image.
+        settings: the hyperparameters.
+        seed: seeds the crops, flips and jitter.
+        compose: ``parameter -> images`` (default: the identity).
+        bounds: per-channel pixel bounds to clip ``parameter`` to after every step (``None``: no
+            clipping, e.g. a compensator, which is clipped once added to its images).
+        trace: collects the per-iteration CE, BN loss and crop scale.
+
+    Returns:
+        The optimized ``parameter`` (detached).
+    """
+    teacher.eval()
+    compose = compose or (lambda p: p)
+    rng = random.Random(seed)
+    parameter = parameter.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([parameter], lr=settings.lr, betas=(0.5, 0.9), eps=1e-8)
+    with BNStatisticsHook(teacher) as hook:
+        for iteration in range(settings.iterations):
+            for group in optimizer.param_groups:
+                group["lr"] = 0.5 * (1 + math.cos(math.pi * iteration / settings.iterations)) * settings.lr
+            images = compose(parameter)
+            scale = settings.crop_scale(iteration)
+            if settings.crop:
+                images = random_resized_crop(images, (scale, 1.0), rng)
+            if settings.jitter:
+                shifts = (rng.randint(0, settings.jitter), rng.randint(0, settings.jitter))
+                images = torch.roll(images, shifts=shifts, dims=(2, 3))
+            if settings.flip and rng.random() < 0.5:
+                images = torch.flip(images, dims=(3,))
+            logits = teacher(images)
+            ce = F.cross_entropy(logits, labels)
+            bn = hook.loss(settings.first_bn_multiplier)
+            loss = ce + settings.r_bn * bn
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if bounds is not None:
+                with torch.no_grad():
+                    parameter.copy_(torch.maximum(torch.minimum(parameter, bounds[1]), bounds[0]))
+            if trace is not None:
+                trace.ce.append(float(ce.detach()))
+                trace.bn.append(float(bn.detach()))
+                trace.crop_scales.append(scale if settings.crop else 1.0)
+            if not torch.isfinite(loss.detach()):
+                raise FloatingPointError(
+                    f"recovery diverged at iteration {iteration} (loss {float(loss):.4g}); lower lr or r_bn"
+                )
+    return parameter.detach()
+
+
+@torch.no_grad()
+def bn_distance(teacher: nn.Module, images: Tensor, first_multiplier: float = 10.0, batch: int = 0) -> float:
+    """The weighted BN-matching loss of ``images`` (one batch, or chunks of ``batch`` averaged)."""
+    teacher.eval()
+    chunks = [images] if not batch else list(images.split(batch))
+    with BNStatisticsHook(teacher) as hook:
+        values = []
+        for chunk in chunks:
+            teacher(chunk)
+            values.append(float(hook.loss(first_multiplier)))
+    return sum(values) / len(values)
+
+
+def squeeze_teacher(
+    config: TeacherConfig, train: ImageDataset, device: torch.device, *, progress: bool = False
+) -> Teacher:
+    """The squeezed BN teacher (trained once on the whole training split, cached)."""
+    return load_or_train_teacher(config, train, device=device, progress=progress)
+
+
+def teacher_config(
+    model: str, epochs: int, lr: float, batch_size: int, weight_decay: float = 5e-4, seed: int = 0
+) -> TeacherConfig:
+    """A :class:`TeacherConfig` from a method config's squeeze fields (SGD m0.9, DSA)."""
+    return TeacherConfig(model=model, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
+
+
+def class_batches(num_classes: int, batch_size: int) -> list[Sequence[int]]:
+    """Classes grouped into batches of at most ``batch_size`` (SRe2L recovers one image per class per batch)."""
+    classes = list(range(num_classes))
+    return [classes[i : i + batch_size] for i in range(0, num_classes, batch_size)]
