@@ -1,5 +1,8 @@
 """Decoders of parametrized sets: stored images that expand into more training images.
 
+``compensators`` (INFER): base images plus compensators shared by all classes, each added to
+every image of its base set; the stored soft labels cover every decoded image.
+
 ``partition`` (IDC's multi-formation, used by IDM as "partition and expansion"): each stored image
 is a ``factor x factor`` mosaic of down-sampled images; decoding cuts the cells out and up-samples
 each back to full size (bilinear), so a set of N stored images trains on ``N * factor**2`` images
@@ -58,14 +61,79 @@ def downscale_into_cells(images: list[Tensor], factor: int) -> Tensor:
     return mosaic
 
 
-#: Decoder name -> function(images, labels, **options) -> (images, labels).
-DECODERS: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {"partition": expand_partitions}
+def compensated_images(
+    images: Tensor, compensators: Tensor, architectures: int, bounds: tuple[Tensor, Tensor]
+) -> Tensor:
+    """The base images, then ``x_j + u_{j,m}`` for every base set ``j`` and compensator ``m``, clipped.
+
+    ``images`` hold ``S`` base sets of equal size (base set ``j`` is the ``j``-th block of rows),
+    ``compensators`` the ``S * architectures`` compensators (index ``j * architectures + m``).
+    """
+    if len(compensators) % architectures:
+        raise ValueError(f"{len(compensators)} compensators do not split over {architectures} architectures")
+    base_sets = len(compensators) // architectures
+    if base_sets == 0 or len(images) % base_sets:
+        raise ValueError(f"{len(images)} base images do not split into {base_sets} base sets")
+    per_set = len(images) // base_sets
+    decoded = [images]
+    for j in range(base_sets):
+        base = images[j * per_set : (j + 1) * per_set]
+        for m in range(architectures):
+            compensated = base + compensators[j * architectures + m]
+            decoded.append(torch.maximum(torch.minimum(compensated, bounds[1]), bounds[0]))
+    return torch.cat(decoded)
 
 
-def decode(images: Tensor, labels: Tensor, decoder: dict[str, Any]) -> tuple[Tensor, Tensor]:
+def expand_compensators(
+    images: Tensor,
+    labels: Tensor,
+    *,
+    architectures: int,
+    extras: dict[str, Tensor],
+    bounds: tuple[Tensor, Tensor],
+) -> tuple[Tensor, Tensor]:
+    """INFER's sets: :func:`compensated_images` with ``extras["compensators"]``, labelled by
+    ``extras["decoded_logits"]`` (one stored soft label per decoded image)."""
+    compensators = extras.get("compensators")
+    soft = extras.get("decoded_logits")
+    if compensators is None or soft is None:
+        raise ValueError("a 'compensators' set needs the extras 'compensators' and 'decoded_logits'")
+    out = compensated_images(images, compensators, architectures, bounds)
+    if soft.ndim != 2 or len(soft) != len(out):
+        raise ValueError(f"decoded_logits has shape {tuple(soft.shape)}, expected ({len(out)}, num_classes)")
+    return out, soft.float()
+
+
+def compensator_image_count(images: Tensor, extras: dict[str, Tensor]) -> int:
+    """Stored image-sized tensors of a compensator set (base images plus compensators)."""
+    compensators = extras.get("compensators")
+    return len(images) + (len(compensators) if compensators is not None else 0)
+
+
+#: Decoder name -> function(images, labels, **options, [extras, bounds]) -> (images, labels).
+DECODERS: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
+    "partition": expand_partitions,
+    "compensators": expand_compensators,
+}
+#: Decoders that also read the set's extras and pixel bounds.
+_NEEDS_CONTEXT = frozenset({"compensators"})
+
+
+def decode(
+    images: Tensor,
+    labels: Tensor,
+    decoder: dict[str, Any],
+    *,
+    extras: dict[str, Tensor] | None = None,
+    bounds: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
     """Apply ``decoder`` (``{"name": ..., **options}``) to a stored set's images and labels."""
     options = dict(decoder)
     name = options.pop("name", None)
     if name not in DECODERS:
         raise ValueError(f"unknown decoder {name!r}; valid: {', '.join(DECODERS)}")
+    if name in _NEEDS_CONTEXT:
+        if bounds is None:
+            bounds = (torch.full((1,), -float("inf")), torch.full((1,), float("inf")))
+        options.update(extras=extras or {}, bounds=bounds)
     return DECODERS[name](images, labels, **options)

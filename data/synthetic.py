@@ -24,6 +24,8 @@ FORMAT_NAME = "condense-bench/synthetic-set"
 FORMAT_VERSION = 1
 #: Training-time samplers the evaluation protocol knows (see ``evaluation.protocols``).
 TRAINING_SAMPLERS = ("rs2",)
+#: Extras a decoder consumes (the decoded set no longer carries them).
+DECODER_EXTRAS = frozenset({"compensators", "decoded_logits"})
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,15 @@ class SyntheticSet:
 
             if self.decoder.get("name") not in DECODERS:
                 raise ValueError(f"unknown decoder {self.decoder!r}; valid: {', '.join(DECODERS)}")
-        if check_budget and self.sampler is None and self.budget.ipc is not None:
+        if check_budget and self.decoder is not None and self.decoder.get("name") == "compensators":
+            from data.decoders import compensator_image_count
+
+            # Base images plus compensators must fit in ipc images per class.
+            stored = compensator_image_count(self.images, self.extras)
+            limit = int(self.budget.ipc or 0) * self.num_classes
+            if self.budget.ipc is not None and stored > limit:
+                raise ValueError(f"budget ipc={self.budget.ipc} allows {limit} stored images, the set holds {stored}")
+        elif check_budget and self.sampler is None and self.budget.ipc is not None:
             counts = self.class_counts()
             if not bool((counts == self.budget.ipc).all()):
                 raise ValueError(f"budget ipc={self.budget.ipc} but the set has per-class counts {counts.tolist()}")
@@ -177,8 +187,12 @@ class SyntheticSet:
             return self
         from data.decoders import decode
 
-        images, labels = decode(self.images, self.labels, self.decoder)
-        return dataclasses.replace(self, images=images, labels=labels, decoder=None)
+        mean = torch.tensor(self.mean, dtype=self.images.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=self.images.dtype).view(1, -1, 1, 1)
+        bounds = ((0 - mean) / std, (1 - mean) / std)
+        images, labels = decode(self.images, self.labels, self.decoder, extras=self.extras, bounds=bounds)
+        extras = {k: v for k, v in self.extras.items() if k not in DECODER_EXTRAS}
+        return dataclasses.replace(self, images=images, labels=labels, decoder=None, extras=extras)
 
     # -- serialization -------------------------------------------------------------------------
 
