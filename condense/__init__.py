@@ -33,5 +33,8 @@ from condense import dc as _dc  # noqa: E402,F401 - registers dc and dsa
 from condense import dm as _dm  # noqa: E402,F401 - registers dm
 from condense import ftd as _ftd  # noqa: E402,F401 - registers ftd
 from condense import idm as _idm  # noqa: E402,F401 - registers idm
+from condense import infer as _infer  # noqa: E402,F401 - registers infer
 from condense import mirage as _mirage  # noqa: E402,F401 - registers mirage
 from condense import mtt as _mtt  # noqa: E402,F401 - registers mtt
+from condense import rded as _rded  # noqa: E402,F401 - registers rded
+from condense import sre2l as _sre2l  # noqa: E402,F401 - registers sre2l and cda
