@@ -33,7 +33,7 @@ from condense.graph_benchmark import reference_for_dataset
 logger = logging.getLogger(__name__)
 
 #: The main job (``condense-bench`` with no arguments): these sweeps in order, into one results folder.
-MAIN_JOB_SWEEPS = ("default", "digits_distillation", "graph")
+MAIN_JOB_SWEEPS = ("default", "digits_distillation", "digits_decoupled", "graph")
 
 
 def config_dir() -> str:

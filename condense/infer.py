@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from condense.recover import RecoverSettings, RecoverTrace, bn_distance, pixel_bounds, recover, squeeze_teacher
 from condense.recover import teacher_config as make_teacher_config
@@ -184,8 +183,8 @@ class INFER(Method):
             budget=Budget(ipc=budget.ipc),
             extras={
                 "compensators": torch.cat(compensators),
-                # Static labels: the ensemble's probabilities on every decoded image, in fp16.
-                "decoded_logits": F.softmax(logits, dim=1).to(torch.float16),
+                # Static labels: the teachers' mean logits on every decoded image, in fp16 (official).
+                "decoded_logits": logits.to(torch.float16),
             },
             decoder={"name": "compensators", "architectures": architectures},
         )

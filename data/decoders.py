@@ -93,7 +93,8 @@ def expand_compensators(
     bounds: tuple[Tensor, Tensor],
 ) -> tuple[Tensor, Tensor]:
     """INFER's sets: :func:`compensated_images` with ``extras["compensators"]``, labelled by
-    ``extras["decoded_logits"]`` (one stored soft label per decoded image)."""
+    ``extras["decoded_logits"]`` (the teachers' mean logits, one row per decoded image; the soft
+    protocols take rows that are not probabilities as logits)."""
     compensators = extras.get("compensators")
     soft = extras.get("decoded_logits")
     if compensators is None or soft is None:

@@ -166,6 +166,12 @@ _SOFT_VARIANTS: dict[str, tuple[SoftLabelConfig, TrainRecipe, str]] = {
         SOFT_RECIPE,
         "FKD/SRe2L replay: stored per-epoch orders, augmentation seeds and teacher logits (fp16)",
     ),
+    "soft_static": (
+        dataclasses.replace(_SOFT_LABELS, label_source="stored", augmentation="mixup", mix_alpha=0.8, temperature=30.0),
+        SOFT_RECIPE,
+        "INFER's static labels: one stored label per image, Mixup (alpha 0.8) with linearly interpolated labels, "
+        "KL at T=30 (official 400 epochs)",
+    ),
     "soft_hard": (
         dataclasses.replace(_SOFT_LABELS, label_source="hard", criterion="ce"),
         SOFT_RECIPE,

@@ -196,7 +196,9 @@ def test_infer_stores_base_images_and_compensators_within_the_budget(digits, cac
     synthetic.validate(image_shape=train.image_shape, check_budget=True)
     decoded = synthetic.decoded()
     assert len(decoded) == 30 and decoded.labels.shape == (30, 10)
-    assert torch.allclose(decoded.labels.sum(1), torch.ones(30), atol=1e-2)
+    assert torch.isfinite(decoded.labels).all() and synthetic.extras["decoded_logits"].dtype == torch.float16
+    agreement = (decoded.labels.argmax(1) == torch.arange(10).repeat(3)).float().mean()
+    assert agreement == pytest.approx(synthetic.provenance["distillation"]["label_agreement"])
     # Each base image is a real training image, and the compensator bytes are counted.
     assert all((train.images == image).flatten(1).all(1).any() for image in synthetic.images)
     path = tmp_path / "infer.safetensors"
@@ -241,3 +243,24 @@ def test_rded_keeps_real_crops_of_the_right_class(digits, cache):
         assert not torch.equal(rows[0], rows[1])
     again = create_method("rded", **options).condense(train, Budget(ipc=2), seed=0)
     assert torch.equal(synthetic.images, again.images)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("option", "ipc"), [("digits/rded", 1), ("digits/infer", 10)])
+def test_decoupled_method_under_soft_labels_beats_random_with_hard_labels(digits, cache, option, ipc):
+    """Measured (seed 0, 3 ConvNet-3): rded IPC 1 soft 75.8% against random soft_hard 72.2% (random
+    soft 71.9%); infer IPC 10 soft 98.8% against random soft_hard 97.2% (random soft 97.2%)."""
+    from condense.cli import method_options
+    from evaluation.protocols import evaluate_set, get_protocol
+
+    train, val, test = digits
+
+    def mean_accuracy(synthetic: SyntheticSet, protocol: str) -> float:
+        result = evaluate_set(synthetic, test, get_protocol(protocol), seed=0, train=train, val=val)
+        accuracies = [a for model in result.per_model.values() for a in model.accuracies]
+        return sum(accuracies) / len(accuracies)
+
+    random_set = create_method("random").condense(train, Budget(ipc=ipc), seed=0)
+    name, options = method_options(option)
+    condensed = create_method(name, **options).condense(train, Budget(ipc=ipc), seed=0)
+    assert mean_accuracy(condensed, "soft") > mean_accuracy(random_set, "soft_hard")
