@@ -31,7 +31,15 @@ from typing import ClassVar
 
 import torch
 
-from condense.recover import RecoverSettings, RecoverTrace, bn_distance, pixel_bounds, recover, squeeze_teacher
+from condense.recover import (
+    RecoverSettings,
+    RecoverTrace,
+    bn_distance,
+    pixel_bounds,
+    recover,
+    require_batchnorm,
+    squeeze_teacher,
+)
 from condense.recover import teacher_config as make_teacher_config
 from condense.sre2l import flips_for
 from data import ImageDataset
@@ -124,6 +132,8 @@ class INFER(Method):
                 f"infer with {architectures} teachers and {classes} classes needs ipc >= {smallest} "
                 f"(ipc_init = int(ipc / (M/K + 1)) is 0 at ipc={budget.ipc})"
             )
+        for model in c.teacher_models:  # every teacher checked before any is trained
+            require_batchnorm(model, train)
         teachers = [
             squeeze_teacher(
                 make_teacher_config(model, c.teacher_epochs, c.teacher_lr, c.teacher_batch_size),

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from data import ImageDataset
+from evaluation.models import create_model, list_models
 from evaluation.teachers import Teacher, TeacherConfig, load_or_train_teacher
 
 CurriculumKind = Literal["cosine", "linear", "step"]
@@ -266,10 +267,22 @@ def bn_distance(teacher: nn.Module, images: Tensor, first_multiplier: float = 10
     return sum(values) / len(values)
 
 
+def require_batchnorm(model: str, train: ImageDataset) -> None:
+    """Raise ``ValueError`` before any training when ``model`` has no BatchNorm layer to recover from."""
+    channels, height, width = train.image_shape
+    net = create_model(model, in_channels=channels, num_classes=train.num_classes, image_size=(height, width))
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+        bn_models = ", ".join(name for name in list_models() if name.endswith("_bn"))
+        raise ValueError(
+            f"recovering from batch-norm statistics needs a teacher with BatchNorm layers; {model!r} has none "
+            f"(valid: {bn_models})"
+        )
+
+
 def squeeze_teacher(
     config: TeacherConfig, train: ImageDataset, device: torch.device, *, progress: bool = False
 ) -> Teacher:
-    """The squeezed BN teacher (trained once on the whole training split, cached)."""
+    """The squeezed teacher (trained once on the whole training split, cached)."""
     return load_or_train_teacher(config, train, device=device, progress=progress)
 
 

@@ -35,6 +35,7 @@ from condense.recover import (
     class_batches,
     pixel_bounds,
     recover,
+    require_batchnorm,
     squeeze_teacher,
     teacher_config,
 )
@@ -171,6 +172,7 @@ class SRe2L(Method):
             raise ValueError(f"{self.name} takes an ipc budget (e.g. Budget(ipc=10)); got {budget.describe()}")
         device = torch.device(device)
         c = self.config
+        require_batchnorm(c.squeeze_model, train)
         teacher = squeeze_teacher(
             teacher_config(c.squeeze_model, c.squeeze_epochs, c.squeeze_lr, c.squeeze_batch_size),
             train,
