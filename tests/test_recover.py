@@ -253,7 +253,8 @@ def test_rded_keeps_real_crops_of_the_right_class(digits, cache):
 @pytest.mark.parametrize(("option", "ipc"), [("digits/rded", 1), ("digits/infer", 10)])
 def test_decoupled_method_under_soft_labels_beats_random_with_hard_labels(digits, cache, option, ipc):
     """Measured (seed 0, 3 ConvNet-3): rded IPC 1 soft 75.8% against random soft_hard 72.2% (random
-    soft 71.9%); infer IPC 10 soft 98.8% against random soft_hard 97.2% (random soft 97.2%)."""
+    soft 71.9%); infer IPC 10 soft 98.8% against random soft_hard 97.2% (random soft 97.2%).
+    sre2l and cda do not pass this check on digits (README, "Decoupled methods on digits")."""
     from condense.cli import method_options
     from evaluation.protocols import evaluate_set, get_protocol
 
