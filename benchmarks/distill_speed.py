@@ -47,6 +47,7 @@ def run_case(dataset: str, method: str, ipc: int, iterations: int, device: str, 
     from condense.benchmark import resolve_device
     from condense.cli import method_options
     from data import load_dataset
+    from data.synthetic import Budget
 
     torch_device = resolve_device(device)
     train, _val, _test = load_dataset(dataset, seed=seed)
@@ -56,7 +57,7 @@ def run_case(dataset: str, method: str, ipc: int, iterations: int, device: str, 
     synthesizer = create_method(name, **options)
     baseline = _peak_rss_bytes()
     started = time.perf_counter()
-    synthetic = synthesizer.distill(train, ipc, seed=seed, device=torch_device)
+    synthetic = synthesizer.condense(train, Budget(ipc=ipc), seed=seed, device=torch_device)
     wall = time.perf_counter() - started
     provenance = synthetic.provenance
     summary = provenance.get("distillation", {})

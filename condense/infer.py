@@ -32,6 +32,7 @@ from typing import ClassVar
 import torch
 
 from condense.recover import (
+    DistillByIPC,
     RecoverSettings,
     RecoverTrace,
     bn_distance,
@@ -102,7 +103,7 @@ def base_sets_for(ipc: int, num_classes: int, architectures: int) -> int:
 
 
 @register_method("infer")
-class INFER(Method):
+class INFER(DistillByIPC, Method):
     """Real base images plus compensators shared by all classes, with static ensemble soft labels."""
 
     family: ClassVar[Family] = "distillation"

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from condense.recover import squeeze_teacher, teacher_config
+from condense.recover import DistillByIPC, squeeze_teacher, teacher_config
 from data import ImageDataset
 from data.methods import Family, Method, MethodConfig, register_method
 from data.provenance import ResourceMeter
@@ -123,7 +123,7 @@ def stitch(crops: Tensor, factor: int, height: int, width: int) -> Tensor:
 
 
 @register_method("rded")
-class RDED(Method):
+class RDED(DistillByIPC, Method):
     """Score real crops with an observer, keep the realistic and diverse ones, stitch them."""
 
     family: ClassVar[Family] = "distillation"

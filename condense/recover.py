@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from data import ImageDataset
+from data.synthetic import Budget, SyntheticSet
 from evaluation.models import create_model, list_models
 from evaluation.teachers import Teacher, TeacherConfig, load_or_train_teacher
 
@@ -265,6 +266,16 @@ def bn_distance(teacher: nn.Module, images: Tensor, first_multiplier: float = 10
             teacher(chunk)
             values.append(float(hook.loss(first_multiplier)))
     return sum(values) / len(values)
+
+
+class DistillByIPC:
+    """``distill(train, ipc, ...)`` for methods that implement only ``condense`` (the synthesizers' call)."""
+
+    def distill(
+        self, train: ImageDataset, ipc: int, *, seed: int, device: torch.device | str = "cpu", progress: bool = False
+    ) -> SyntheticSet:
+        """``condense(train, Budget(ipc=ipc), ...)``."""
+        return self.condense(train, Budget(ipc=ipc), seed=seed, device=device, progress=progress)  # type: ignore[attr-defined]
 
 
 def require_batchnorm(model: str, train: ImageDataset) -> None:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from condense.recover import (
     CURRICULA,
+    DistillByIPC,
     RecoverSettings,
     RecoverTrace,
     bn_distance,
@@ -137,7 +138,7 @@ def flips_for(flip: bool | None, dataset_name: str) -> bool:
 
 
 @register_method("sre2l")
-class SRe2L(Method):
+class SRe2L(DistillByIPC, Method):
     """Squeeze a BN teacher, recover images from its statistics; the protocol relabels."""
 
     family: ClassVar[Family] = "distillation"

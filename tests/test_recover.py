@@ -245,7 +245,7 @@ def test_rded_keeps_real_crops_of_the_right_class(digits, cache):
     for label in range(10):
         rows = synthetic.images[synthetic.labels == label].flatten(1)
         assert not torch.equal(rows[0], rows[1])
-    again = create_method("rded", **options).condense(train, Budget(ipc=2), seed=0)
+    again = create_method("rded", **options).distill(train, 2, seed=0)  # the synthesizers' call
     assert torch.equal(synthetic.images, again.images)
 
 
