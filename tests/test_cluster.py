@@ -369,7 +369,7 @@ def _sweep_jobs(sweep: str) -> list[list[str]]:
 
 
 @pytest.mark.parametrize(
-    ("sweep", "cells"), [("classic_table", 144), ("classic_table_digits", 16), ("soft_label", 324)]
+    ("sweep", "cells"), [("classic_table", 144), ("classic_table_digits", 16), ("soft_label", 486)]
 )
 def test_sweep_configs_compose_into_valid_cells(sweep, cells):
     from hydra.core.global_hydra import GlobalHydra
