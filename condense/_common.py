@@ -399,20 +399,11 @@ class DistillationRun:
 # The Method base
 
 
-class Synthesizer(Method):
-    """A method that learns synthetic images (``family = "distillation"``) under an IPC budget.
-
-    Subclasses set ``config_class`` (a :class:`SynthesizerConfig` with the official defaults)
-    and implement :meth:`synthesize`; :meth:`distill` builds the run, meters it and packages the
-    result with provenance.
-    """
+class IPCDistiller(Method):
+    """A distillation method under an IPC budget: :meth:`condense` checks the budget and calls
+    :meth:`distill`, which subclasses implement."""
 
     family: ClassVar[Family] = "distillation"
-    config: SynthesizerConfig
-
-    def config_dict(self) -> dict[str, Any]:
-        """The resolved config without the checkpoint location fields."""
-        return {k: v for k, v in dataclasses.asdict(self.config).items() if k not in CHECKPOINT_FIELDS}
 
     def condense(
         self,
@@ -433,6 +424,33 @@ class Synthesizer(Method):
                 f"distillation methods take an ipc budget (e.g. Budget(ipc=10)); {self.name!r} got {budget.describe()}"
             )
         return self.distill(train, budget.ipc, seed=seed, device=device, progress=progress)
+
+    @abstractmethod
+    def distill(
+        self,
+        train: ImageDataset,
+        ipc: int,
+        *,
+        seed: int,
+        device: torch.device | str = "cpu",
+        progress: bool = False,
+    ) -> SyntheticSet:
+        """``ipc`` images per class of ``train``; returns a validated set with provenance."""
+
+
+class Synthesizer(IPCDistiller):
+    """A method that learns synthetic images (``family = "distillation"``) under an IPC budget.
+
+    Subclasses set ``config_class`` (a :class:`SynthesizerConfig` with the official defaults)
+    and implement :meth:`synthesize`; :meth:`distill` builds the run, meters it and packages the
+    result with provenance.
+    """
+
+    config: SynthesizerConfig
+
+    def config_dict(self) -> dict[str, Any]:
+        """The resolved config without the checkpoint location fields."""
+        return {k: v for k, v in dataclasses.asdict(self.config).items() if k not in CHECKPOINT_FIELDS}
 
     def distill(
         self,

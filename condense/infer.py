@@ -27,29 +27,27 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 
+from condense._common import IPCDistiller
 from condense.recover import (
-    DistillByIPC,
     RecoverSettings,
     RecoverTrace,
     bn_distance,
-    pixel_bounds,
     recover,
     require_batchnorm,
-    squeeze_teacher,
 )
 from condense.recover import teacher_config as make_teacher_config
 from condense.sre2l import flips_for
 from data import ImageDataset
 from data.decoders import compensated_images
-from data.methods import Family, Method, MethodConfig, register_method
+from data.image import pixel_bounds
+from data.methods import MethodConfig, register_method
 from data.provenance import ResourceMeter
 from data.seeding import derive_seed, make_generator
 from data.synthetic import Budget, SyntheticSet
-from evaluation.teachers import TeacherEnsemble, teacher_provenance
+from evaluation.teachers import load_or_train_teachers, teacher_provenance
 
 logger = logging.getLogger(__name__)
 
@@ -103,47 +101,44 @@ def base_sets_for(ipc: int, num_classes: int, architectures: int) -> int:
 
 
 @register_method("infer")
-class INFER(DistillByIPC, Method):
+class INFER(IPCDistiller):
     """Real base images plus compensators shared by all classes, with static ensemble soft labels."""
 
-    family: ClassVar[Family] = "distillation"
     label_type = "soft"
     config_class = INFERConfig
     config: INFERConfig
 
-    def condense(
+    def distill(
         self,
         train: ImageDataset,
-        budget: Budget,
+        ipc: int,
         *,
         seed: int,
         device: torch.device | str = "cpu",
         progress: bool = False,
     ) -> SyntheticSet:
-        """Base images and compensators within ``budget.ipc`` stored images per class."""
-        if budget.ipc is None:
-            raise ValueError(f"{self.name} takes an ipc budget (e.g. Budget(ipc=10)); got {budget.describe()}")
+        """Base images and compensators within ``ipc`` stored images per class."""
+        Budget(ipc=ipc)  # validates ipc
         device = torch.device(device)
         c = self.config
         classes, architectures = train.num_classes, len(c.teacher_models)
-        base_sets = base_sets_for(budget.ipc, classes, architectures)
+        base_sets = base_sets_for(ipc, classes, architectures)
         if base_sets < 1:
             smallest = math.ceil(architectures / classes + 1)
             raise ValueError(
                 f"infer with {architectures} teachers and {classes} classes needs ipc >= {smallest} "
-                f"(ipc_init = int(ipc / (M/K + 1)) is 0 at ipc={budget.ipc})"
+                f"(ipc_init = int(ipc / (M/K + 1)) is 0 at ipc={ipc})"
             )
         for model in c.teacher_models:  # every teacher checked before any is trained
             require_batchnorm(model, train)
-        teachers = [
-            squeeze_teacher(
-                make_teacher_config(model, c.teacher_epochs, c.teacher_lr, c.teacher_batch_size),
-                train,
-                device,
-                progress=progress,
-            )
-            for model in c.teacher_models
-        ]
+        recipe = (c.teacher_epochs, c.teacher_lr, c.teacher_batch_size)
+        configs = [make_teacher_config(model, *recipe) for model in c.teacher_models]
+        ensemble, teachers = load_or_train_teachers(
+            configs,
+            train,
+            device=device,
+            progress=progress,
+        )
         settings = RecoverSettings(
             iterations=c.iterations,
             lr=c.lr,
@@ -180,9 +175,8 @@ class INFER(DistillByIPC, Method):
                     )
                     compensators.append(compensator.cpu())
                 logger.info("%s: base set %d/%d compensated", self.name, j + 1, base_sets)
-            bounds = tuple(b.cpu() for b in pixel_bounds(train, "cpu"))
+            bounds = pixel_bounds(train.mean, train.std)
             decoded_images = compensated_images(base.cpu(), torch.cat(compensators), architectures, bounds)
-            ensemble = TeacherEnsemble([t.model for t in teachers]).eval()
             with torch.no_grad():
                 logits = torch.cat([ensemble(chunk.to(device)).cpu() for chunk in decoded_images.split(1024)])
         stored = SyntheticSet(
@@ -191,7 +185,7 @@ class INFER(DistillByIPC, Method):
             num_classes=classes,
             mean=train.mean,
             std=train.std,
-            budget=Budget(ipc=budget.ipc),
+            budget=Budget(ipc=ipc),
             extras={
                 "compensators": torch.cat(compensators),
                 # Static labels: the teachers' mean logits on every decoded image, in fp16 (official).

@@ -22,19 +22,19 @@ import logging
 import math
 import random
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from condense.recover import DistillByIPC, squeeze_teacher, teacher_config
+from condense._common import IPCDistiller, class_labels
+from condense.recover import teacher_config
 from data import ImageDataset
-from data.methods import Family, Method, MethodConfig, register_method
+from data.methods import MethodConfig, register_method
 from data.provenance import ResourceMeter
 from data.seeding import derive_seed, make_generator
 from data.synthetic import Budget, SyntheticSet
-from evaluation.teachers import teacher_provenance
+from evaluation.teachers import load_or_train_teacher, teacher_provenance
 
 logger = logging.getLogger(__name__)
 
@@ -123,34 +123,32 @@ def stitch(crops: Tensor, factor: int, height: int, width: int) -> Tensor:
 
 
 @register_method("rded")
-class RDED(DistillByIPC, Method):
+class RDED(IPCDistiller):
     """Score real crops with an observer, keep the realistic and diverse ones, stitch them."""
 
-    family: ClassVar[Family] = "distillation"
     config_class = RDEDConfig
     config: RDEDConfig
 
-    def condense(
+    def distill(
         self,
         train: ImageDataset,
-        budget: Budget,
+        ipc: int,
         *,
         seed: int,
         device: torch.device | str = "cpu",
         progress: bool = False,
     ) -> SyntheticSet:
-        """``budget.ipc`` stitched images per class."""
-        if budget.ipc is None:
-            raise ValueError(f"{self.name} takes an ipc budget (e.g. Budget(ipc=10)); got {budget.describe()}")
+        """``ipc`` stitched images per class."""
+        Budget(ipc=ipc)  # validates ipc
         device = torch.device(device)
         c = self.config
         height, width = train.image_shape[1:]
         if height % c.factor or width % c.factor:
             raise ValueError(f"a {height}x{width} image does not split into {c.factor}x{c.factor} cells")
-        observer = squeeze_teacher(
+        observer = load_or_train_teacher(
             teacher_config(c.observer_model, c.observer_epochs, c.observer_lr, c.observer_batch_size),
             train,
-            device,
+            device=device,
             progress=progress,
         )
         cells = c.factor * c.factor
@@ -163,10 +161,10 @@ class RDED(DistillByIPC, Method):
         with ResourceMeter(device) as meter:
             for label in range(train.num_classes):
                 pool = torch.nonzero(train.labels == label).flatten()
-                need = budget.ipc * cells
+                need = ipc * cells
                 if len(pool) < need:
                     raise ValueError(
-                        f"class {label} of {train.name} has {len(pool)} images; rded at ipc={budget.ipc} and "
+                        f"class {label} of {train.name} has {len(pool)} images; rded at ipc={ipc} and "
                         f"factor={c.factor} needs {need} distinct source images"
                     )
                 chosen = pool[torch.randperm(len(pool), generator=generator)[: max(c.mipc, need)]]
@@ -182,7 +180,7 @@ class RDED(DistillByIPC, Method):
                 kept_losses.append(best_loss[order])
                 crops_scored += len(crops)
         set_images = torch.cat(images)
-        labels = torch.arange(train.num_classes).repeat_interleave(budget.ipc)
+        labels = class_labels(train.num_classes, ipc)
         provenance = self.provenance(train, seed, meter)
         provenance.update(teacher_provenance([observer]))
         provenance["teacher"] = observer.describe()
@@ -198,7 +196,7 @@ class RDED(DistillByIPC, Method):
             num_classes=train.num_classes,
             mean=train.mean,
             std=train.std,
-            budget=Budget(ipc=budget.ipc),
+            budget=Budget(ipc=ipc),
             provenance=provenance,
         )
         synthetic.validate(image_shape=train.image_shape, check_budget=True)

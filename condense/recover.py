@@ -11,7 +11,7 @@ The shared machinery of the decoupled methods:
   ``CE(f(x), y) + r_bn * sum_l w_l BN_l`` with the first BN layer weighted up, and clipping of
   the pixels to the valid range after each step;
 * :func:`crop_curriculum`: CDA's easy-to-hard schedule of the crop's lower scale;
-* :func:`squeeze_teacher`: the BN teacher trained on the real data (cached, see
+* :func:`teacher_config`: a method's squeeze fields as a cached teacher's config (see
   :mod:`evaluation.teachers`).
 """
 
@@ -28,9 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from data import ImageDataset
-from data.synthetic import Budget, SyntheticSet
 from evaluation.models import create_model, list_models
-from evaluation.teachers import Teacher, TeacherConfig, load_or_train_teacher
+from evaluation.teachers import TeacherConfig
 
 CurriculumKind = Literal["cosine", "linear", "step"]
 CURRICULA = ("cosine", "linear", "step")
@@ -133,13 +132,6 @@ def random_resized_crop(images: Tensor, scale: tuple[float, float], rng: random.
     if (crop_h, crop_w) == (height, width):
         return crop
     return F.interpolate(crop, size=(height, width), mode="bilinear", align_corners=False)
-
-
-def pixel_bounds(train: ImageDataset, device: torch.device | str) -> tuple[Tensor, Tensor]:
-    """Per-channel lower and upper bounds of valid pixels in normalized coordinates (``1 x C x 1 x 1``)."""
-    mean = torch.tensor(train.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(train.std, device=device).view(1, -1, 1, 1)
-    return (0 - mean) / std, (1 - mean) / std
 
 
 @dataclass(frozen=True)
@@ -268,16 +260,6 @@ def bn_distance(teacher: nn.Module, images: Tensor, first_multiplier: float = 10
     return sum(values) / len(values)
 
 
-class DistillByIPC:
-    """``distill(train, ipc, ...)`` for methods that implement only ``condense`` (the synthesizers' call)."""
-
-    def distill(
-        self, train: ImageDataset, ipc: int, *, seed: int, device: torch.device | str = "cpu", progress: bool = False
-    ) -> SyntheticSet:
-        """``condense(train, Budget(ipc=ipc), ...)``."""
-        return self.condense(train, Budget(ipc=ipc), seed=seed, device=device, progress=progress)  # type: ignore[attr-defined]
-
-
 def require_batchnorm(model: str, train: ImageDataset) -> None:
     """Raise ``ValueError`` before any training when ``model`` has no BatchNorm layer to recover from."""
     channels, height, width = train.image_shape
@@ -288,13 +270,6 @@ def require_batchnorm(model: str, train: ImageDataset) -> None:
             f"recovering from batch-norm statistics needs a teacher with BatchNorm layers; {model!r} has none "
             f"(valid: {bn_models})"
         )
-
-
-def squeeze_teacher(
-    config: TeacherConfig, train: ImageDataset, device: torch.device, *, progress: bool = False
-) -> Teacher:
-    """The squeezed teacher (trained once on the whole training split, cached)."""
-    return load_or_train_teacher(config, train, device=device, progress=progress)
 
 
 def teacher_config(

@@ -22,31 +22,30 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
+from condense._common import IPCDistiller, class_labels
 from condense.recover import (
     CURRICULA,
-    DistillByIPC,
     RecoverSettings,
     RecoverTrace,
     bn_distance,
     class_batches,
-    pixel_bounds,
     recover,
     require_batchnorm,
-    squeeze_teacher,
     teacher_config,
 )
 from data import ImageDataset
-from data.methods import Family, Method, MethodConfig, register_method
+from data.image import pixel_bounds
+from data.methods import MethodConfig, register_method
 from data.provenance import ResourceMeter
 from data.seeding import derive_seed, make_generator
 from data.synthetic import Budget, SyntheticSet
 from evaluation.augment import strategy_for
-from evaluation.teachers import teacher_provenance
+from evaluation.teachers import load_or_train_teacher, teacher_provenance
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +137,9 @@ def flips_for(flip: bool | None, dataset_name: str) -> bool:
 
 
 @register_method("sre2l")
-class SRe2L(DistillByIPC, Method):
+class SRe2L(IPCDistiller):
     """Squeeze a BN teacher, recover images from its statistics; the protocol relabels."""
 
-    family: ClassVar[Family] = "distillation"
     config_class = SRe2LConfig
     config: SRe2LConfig
 
@@ -159,34 +157,33 @@ class SRe2L(DistillByIPC, Method):
             min_scale=c.min_scale,
         )
 
-    def condense(
+    def distill(
         self,
         train: ImageDataset,
-        budget: Budget,
+        ipc: int,
         *,
         seed: int,
         device: torch.device | str = "cpu",
         progress: bool = False,
     ) -> SyntheticSet:
-        """Recover ``budget.ipc`` images per class of ``train``."""
-        if budget.ipc is None:
-            raise ValueError(f"{self.name} takes an ipc budget (e.g. Budget(ipc=10)); got {budget.describe()}")
+        """Recover ``ipc`` images per class of ``train``."""
+        Budget(ipc=ipc)  # validates ipc
         device = torch.device(device)
         c = self.config
         require_batchnorm(c.squeeze_model, train)
-        teacher = squeeze_teacher(
+        teacher = load_or_train_teacher(
             teacher_config(c.squeeze_model, c.squeeze_epochs, c.squeeze_lr, c.squeeze_batch_size),
             train,
-            device,
+            device=device,
             progress=progress,
         )
         settings = self.settings(train)
-        bounds = pixel_bounds(train, device)
+        bounds = pixel_bounds(train.mean, train.std, device=device)
         trace = RecoverTrace()
         per_class: list[list[torch.Tensor]] = [[] for _ in range(train.num_classes)]
         noise_generator = make_generator(derive_seed(self.name, seed, "init"), "cpu")
         with ResourceMeter(device) as meter:
-            for index in range(budget.ipc):
+            for index in range(ipc):
                 for classes in class_batches(train.num_classes, c.batch_size):
                     noise = torch.randn((len(classes), *train.image_shape), generator=noise_generator).to(device)
                     labels = torch.tensor(classes, device=device)
@@ -201,9 +198,9 @@ class SRe2L(DistillByIPC, Method):
                     )
                     for row, label in enumerate(classes):
                         per_class[label].append(images[row].cpu())
-                logger.info("%s: ipc index %d/%d recovered", self.name, index + 1, budget.ipc)
+                logger.info("%s: ipc index %d/%d recovered", self.name, index + 1, ipc)
         images = torch.stack([image for rows in per_class for image in rows])
-        labels = torch.arange(train.num_classes).repeat_interleave(budget.ipc)
+        labels = class_labels(train.num_classes, ipc)
         provenance = self.provenance(train, seed, meter)
         provenance.update(teacher_provenance([teacher]))
         provenance["teacher"] = teacher.describe()
@@ -214,7 +211,7 @@ class SRe2L(DistillByIPC, Method):
             num_classes=train.num_classes,
             mean=train.mean,
             std=train.std,
-            budget=Budget(ipc=budget.ipc),
+            budget=Budget(ipc=ipc),
             provenance=provenance,
         )
         synthetic.validate(image_shape=train.image_shape, check_budget=True)

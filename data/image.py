@@ -93,6 +93,19 @@ class ImageDataset:
         return self._fingerprint
 
 
+def pixel_bounds(
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
+    """Per-channel bounds of valid pixels (0 and 1 before normalization), as ``1 x C x 1 x 1`` tensors."""
+    mean_t = torch.tensor(mean, device=device, dtype=dtype).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=device, dtype=dtype).view(1, -1, 1, 1)
+    return (0 - mean_t) / std_t, (1 - mean_t) / std_t
+
+
 def class_balanced_indices(
     labels: Tensor, num_classes: int, fraction: float, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:

@@ -20,6 +20,8 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor
 
+from data.image import pixel_bounds
+
 FORMAT_NAME = "condense-bench/synthetic-set"
 FORMAT_VERSION = 1
 #: Training-time samplers the evaluation protocol knows (see ``evaluation.protocols``).
@@ -187,9 +189,7 @@ class SyntheticSet:
             return self
         from data.decoders import decode
 
-        mean = torch.tensor(self.mean, dtype=self.images.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=self.images.dtype).view(1, -1, 1, 1)
-        bounds = ((0 - mean) / std, (1 - mean) / std)
+        bounds = pixel_bounds(self.mean, self.std, dtype=self.images.dtype)
         images, labels = decode(self.images, self.labels, self.decoder, extras=self.extras, bounds=bounds)
         extras = {k: v for k, v in self.extras.items() if k not in DECODER_EXTRAS}
         return dataclasses.replace(self, images=images, labels=labels, decoder=None, extras=extras)

@@ -18,15 +18,15 @@ from condense.recover import (
     RecoverTrace,
     bn_distance,
     crop_curriculum,
-    pixel_bounds,
     recover,
-    squeeze_teacher,
     teacher_config,
 )
 from data import load_dataset
 from data.decoders import compensated_images
+from data.image import pixel_bounds
 from data.synthetic import Budget, SyntheticSet
 from evaluation.models import create_model
+from evaluation.teachers import load_or_train_teacher
 
 #: A small squeeze teacher for the tests (a few seconds on one core).
 QUICK_SQUEEZE = {"squeeze_model": "convnet_bn", "squeeze_epochs": 5, "squeeze_lr": 0.05, "squeeze_batch_size": 64}
@@ -47,7 +47,7 @@ def cache(tmp_path, monkeypatch):
 def bn_teacher(digits, tmp_path_factory):
     train, _, _ = digits
     config = dataclasses.replace(teacher_config("convnet_bn", 5, 0.05, 64), cache_dir=str(tmp_path_factory.mktemp("t")))
-    return squeeze_teacher(config, train, torch.device("cpu")).model
+    return load_or_train_teacher(config, train).model
 
 
 def test_bn_hook_measures_the_distance_to_the_running_statistics():
@@ -83,7 +83,7 @@ def test_recovered_images_match_the_teachers_statistics_far_better_than_noise(di
     noise = torch.randn((10, *train.image_shape), generator=torch.Generator().manual_seed(0))
     labels = torch.arange(10)
     trace = RecoverTrace()
-    bounds = pixel_bounds(train, "cpu")
+    bounds = pixel_bounds(train.mean, train.std)
     images = recover(bn_teacher, noise, labels, settings, seed=0, bounds=bounds, trace=trace)
 
     assert len(trace.bn) == 300 and trace.crop_scales == [1.0] * 300
@@ -127,7 +127,7 @@ def test_cda_crop_scale_follows_its_schedule_during_recovery(digits, cache):
     settings = method.settings(train)
     assert settings.curriculum == "cosine" and settings.crop
     trace = RecoverTrace()
-    teacher = squeeze_teacher(teacher_config("convnet_bn", 5, 0.05, 64), train, torch.device("cpu")).model
+    teacher = load_or_train_teacher(teacher_config("convnet_bn", 5, 0.05, 64), train).model
     recover(teacher, torch.randn(10, *train.image_shape), torch.arange(10), settings, seed=0, trace=trace)
     expected = [crop_curriculum(i, 40, kind="cosine", milestone=0.5, min_scale=0.25) for i in range(40)]
     assert trace.crop_scales == pytest.approx(expected)
@@ -239,7 +239,7 @@ def test_rded_keeps_real_crops_of_the_right_class(digits, cache):
     assert synthetic.images.shape == (20, *train.image_shape)
     assert synthetic.labels.tolist() == [c for c in range(10) for _ in range(2)]
     synthetic.validate(image_shape=train.image_shape, check_budget=True)
-    bounds = pixel_bounds(train, "cpu")
+    bounds = pixel_bounds(train.mean, train.std)
     assert (synthetic.images >= bounds[0] - 1e-5).all() and (synthetic.images <= bounds[1] + 1e-5).all()
     # Distinct images per class (the lowest-loss crops of distinct real images).
     for label in range(10):
