@@ -7,6 +7,7 @@ what is missing. This module is library code: the Hydra app in :mod:`condense.cl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ from data.graphs import is_graph_dataset
 from data.methods import Method
 from data.provenance import describe_device, git_revision, versions
 from data.synthetic import Budget
+from evaluation.parallel import DataParallel
 from evaluation.protocols import evaluate_set, get_protocol
 from leaderboard.records import RecordError, ResultRecord, find_record, record_path, summarize_accuracies, write_record
 
@@ -110,6 +112,7 @@ def run_cell(
     device: str | torch.device = "auto",
     progress: bool = False,
     save_set: bool = True,
+    parallel: DataParallel | None = None,
 ) -> CellOutcome:
     """Run one cell unless its record exists; returns the record either way.
 
@@ -117,10 +120,18 @@ def run_cell(
     folder): an exclusive lock on ``<results_dir>/locks/<cell key>.lock`` lets one of them run
     the cell while the others wait, then find its record and skip. The lock dies with its
     process, so a killed run leaves no record and the cell runs again next time.
+
+    Under ``parallel`` (every rank of a ``torchrun`` group calls this for the same cell) the
+    ranks run the cell as one: rank 0 takes the lock, decides whether to skip, condenses the set
+    and writes the record and the saved set; every rank trains the evaluation models together.
     """
     key = cell_key(spec)
-    with file_lock(Path(results_dir) / CELL_LOCKS_DIRNAME / f"{key}.lock"):
-        return _run_cell_unlocked(spec, results_dir=results_dir, device=device, progress=progress, save_set=save_set)
+    main = parallel is None or parallel.is_main
+    lock = file_lock(Path(results_dir) / CELL_LOCKS_DIRNAME / f"{key}.lock") if main else contextlib.nullcontext()
+    with lock:
+        return _run_cell_unlocked(
+            spec, results_dir=results_dir, device=device, progress=progress, save_set=save_set, parallel=parallel
+        )
 
 
 def _run_cell_unlocked(
@@ -130,14 +141,23 @@ def _run_cell_unlocked(
     device: str | torch.device,
     progress: bool,
     save_set: bool,
+    parallel: DataParallel | None = None,
 ) -> CellOutcome:
     results_dir = Path(results_dir)
     key = cell_key(spec)
     path = record_path(results_dir, spec.dataset, spec.method, key)
-    existing = _existing_record(results_dir, key)
+    main = parallel is None or parallel.is_main
+    existing = _existing_record(results_dir, key) if main else None
+    if parallel is not None:
+        existing = parallel.broadcast_object(existing)
     if existing is not None:
         logger.info("cell %s (%s) already has a record, skipping: %s", key, _describe(spec), path)
         return CellOutcome(key, path, existing, True)
+    if is_graph_dataset(spec.dataset) and parallel is not None:
+        raise ValueError(
+            f"data-parallel cells (torchrun) are image cells; {spec.dataset!r} is a graph dataset: "
+            "run condense-bench as one process"
+        )
     if is_graph_dataset(spec.dataset):
         return run_graph_cell(
             spec, results_dir=results_dir, device=resolve_device(device), progress=progress, save_set=save_set
@@ -152,16 +172,30 @@ def _run_cell_unlocked(
     logger.info("cell %s: %s on %s", key, _describe(spec), describe_device(torch_device))
     train, val, test = load_dataset(spec.dataset, seed=spec.seed, **spec.dataset_options)
 
-    synthetic = method.condense(train, budget, seed=spec.seed, device=torch_device, progress=progress)
+    # Data-parallel cells: rank 0 condenses (not data-parallel) and hands the set to the others.
+    synthetic = None
+    if main:
+        synthetic = method.condense(train, budget, seed=spec.seed, device=torch_device, progress=progress)
+    if parallel is not None:
+        synthetic = parallel.broadcast_object(synthetic)
+    assert synthetic is not None
     synthetic.validate(image_shape=train.image_shape, check_budget=False)
     set_bytes = synthetic.num_bytes()
     set_path = None
     # The whole-data reference and pool samplers (RS2) hold the training set itself: not saved.
-    if save_set and method.family != "reference" and synthetic.sampler is None:
+    if main and save_set and method.family != "reference" and synthetic.sampler is None:
         set_path = synthetic.save(results_dir / "sets" / spec.dataset / spec.method / f"{key}.safetensors")
 
     evaluation = evaluate_set(
-        synthetic, test, protocol, seed=spec.seed, device=torch_device, progress=progress, train=train, val=val
+        synthetic,
+        test,
+        protocol,
+        seed=spec.seed,
+        device=torch_device,
+        progress=progress,
+        train=train,
+        val=val,
+        parallel=parallel,
     )
     # Soft-label protocols: the labels' bytes count in the set's size, the teacher's cost is charged.
     soft_details = {k: v for k, v in evaluation.details.items() if k != "provenance"}
@@ -196,10 +230,13 @@ def _run_cell_unlocked(
             "costs": record_costs(
                 provenance, eval_seconds=evaluation.seconds, set_bytes=set_bytes, num_items=len(synthetic)
             ),
-            **record_stamp(torch_device, results_dir, set_path),
+            **record_stamp(torch_device, results_dir, set_path, parallel=parallel),
         }
     )
-    return publish_record(record, results_dir, key, path, started)
+    if parallel is None:
+        return publish_record(record, results_dir, key, path, started)
+    outcome = publish_record(record, results_dir, key, path, started) if main else None
+    return parallel.broadcast_object(outcome)
 
 
 def record_costs(provenance: dict[str, Any], *, eval_seconds: float, set_bytes: int, num_items: int) -> dict[str, Any]:
@@ -214,12 +251,20 @@ def record_costs(provenance: dict[str, Any], *, eval_seconds: float, set_bytes: 
     }
 
 
-def record_stamp(device: torch.device, results_dir: Path, set_path: Path | None) -> dict[str, Any]:
-    """Where and with what a record was made: versions, git revision, device, time, saved set."""
+def record_stamp(
+    device: torch.device, results_dir: Path, set_path: Path | None, *, parallel: DataParallel | None = None
+) -> dict[str, Any]:
+    """Where and with what a record was made: versions, git revision, device, time, saved set.
+
+    A data-parallel evaluation reads ``<ranks> x <device> (torchrun)``.
+    """
+    device_text = describe_device(device)
+    if parallel is not None and parallel.world_size > 1:
+        device_text = f"{parallel.world_size} x {device_text} (torchrun)"
     return {
         "versions": versions(),
         "git_revision": git_revision(),
-        "device": describe_device(device),
+        "device": device_text,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "set_path": str(set_path.relative_to(results_dir)) if set_path is not None else None,
     }

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from condense.benchmark import CellOutcome, CellSpec, run_cell
 from condense.graph_benchmark import reference_for_dataset
+from evaluation.parallel import DataParallel, close, from_environment
 
 logger = logging.getLogger(__name__)
 
@@ -155,11 +156,6 @@ def import_plugins(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="bench")
 def _app(cfg: DictConfig) -> str:
     import_plugins(cfg)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise NotImplementedError(
-            "data-parallel cells under torchrun are not implemented yet (issue 10, item 6): every rank would "
-            "run the whole cell; run condense-bench as one process per cell (a launcher spreads cells over GPUs)"
-        )
     set_threads(cfg)
     job_num = int(HydraConfig.get().job.get("num") or 0) if HydraConfig.initialized() else 0
     device = job_device(str(cfg.device), job_num=job_num)
@@ -167,6 +163,16 @@ def _app(cfg: DictConfig) -> str:
         import torch
 
         torch.cuda.set_device(torch.device(device))
+    # Under torchrun (WORLD_SIZE > 1) the ranks run each cell together, its evaluation data-parallel.
+    parallel = from_environment(device)
+    try:
+        return _run_cells(cfg, device, parallel)
+    finally:
+        close(parallel)
+
+
+def _run_cells(cfg: DictConfig, device: str, parallel: DataParallel | None) -> str:
+    """The cell of ``cfg`` and its reference rows."""
     spec = spec_from_config(cfg)
     # Shared caches (proxy models, expert trajectories, teachers) live beside the records.
     os.environ.setdefault("CONDENSE_CACHE", str(results_dir_of(cfg) / "cache"))
@@ -176,14 +182,16 @@ def _app(cfg: DictConfig) -> str:
         device=device,
         progress=bool(cfg.progress),
         save_set=bool(cfg.save_sets),
+        parallel=parallel,
     )
+    report = _report_cell if parallel is None or parallel.is_main else (lambda outcome: None)
     outcome = run(spec)
-    _report_cell(outcome)
+    report(outcome)
     # The reference rows every table needs, under the same budget, protocol and seed.
     for reference in references_for(spec, cfg.get("references") or []):
         reference = reference_for_dataset(str(reference), spec.dataset)  # random -> random_graphs on graphs
         if reference != spec.method:
-            _report_cell(run(replace(spec, method=reference, method_options={})))
+            report(run(replace(spec, method=reference, method_options={})))
     return str(outcome.record_path)
 
 
@@ -219,7 +227,8 @@ class ReportCallback(Callback):
 
     @staticmethod
     def _write(config: DictConfig) -> None:
-        if not config.get("report", True):
+        # Under torchrun only rank 0 writes the leaderboard.
+        if not config.get("report", True) or int(os.environ.get("RANK", "0")) != 0:
             return
         from leaderboard.cli import write_outputs
 

@@ -26,6 +26,7 @@ from evaluation.augment import DSAParams, dsa_augment, strategy_for
 from evaluation.kd.soft import SoftLabelConfig, evaluate_soft
 from evaluation.kd.trainer import StudentRecipe
 from evaluation.models import create_model
+from evaluation.parallel import DataParallel, single_or
 from evaluation.teachers import TeacherConfig
 from evaluation.train import EpochSampler, TrainRecipe, accuracy, train_classifier
 
@@ -248,12 +249,15 @@ def evaluate_set(
     progress: bool = False,
     train: ImageDataset | None = None,
     val: ImageDataset | None = None,
+    parallel: DataParallel | None = None,
 ) -> EvaluationResult:
     """Train every evaluation model of ``protocol`` on ``synthetic``; test each once at the end.
 
     Each of the ``num_models`` models gets its own seed derived from ``seed``, the model name and
     its index, so two runs of the same cell give the same accuracies. Soft-label protocols need
     ``train`` (the whole training split) to build their teacher(s); ``val`` only measures them.
+    Under ``parallel`` (the ranks of a ``torchrun`` group, all calling this with the same set) every
+    model is trained data-parallel with the same recipe and batches (:mod:`evaluation.parallel`).
     """
     synthetic.validate(image_shape=test.image_shape, check_budget=False)
     # A set distilled on ZCA-whitened images carries its transform: every split gets the same one.
@@ -265,7 +269,15 @@ def evaluate_set(
     device = torch.device(device)
     if protocol.soft is not None:
         return _evaluate_soft_protocol(
-            synthetic, test, protocol, seed=seed, device=device, progress=progress, train=train, val=val
+            synthetic,
+            test,
+            protocol,
+            seed=seed,
+            device=device,
+            progress=progress,
+            train=train,
+            val=val,
+            parallel=parallel,
         )
     epochs = protocol.full_data_epochs if synthetic.budget.is_full else protocol.recipe.epochs
     sampler_factory = None
@@ -297,6 +309,7 @@ def evaluate_set(
                     num_classes=synthetic.num_classes,
                     image_size=test.image_shape[1:],
                 )
+            model = single_or(parallel).prepare(model, device)
             generator = make_generator(model_seed, "cpu")
             train_classifier(
                 model,
@@ -309,8 +322,9 @@ def evaluate_set(
                 device=device,
                 progress=progress,
                 description=f"{protocol.name}:{model_name}#{index}",
+                parallel=parallel,
             )
-            accuracies.append(accuracy(model, test.images, test.labels, device=device))
+            accuracies.append(accuracy(model, test.images, test.labels, device=device, parallel=parallel))
             logger.info("%s %s #%d: test accuracy %.4f", protocol.name, model_name, index, accuracies[-1])
         per_model[model_name] = ModelResult(
             model=model_name,
@@ -334,6 +348,7 @@ def _evaluate_soft_protocol(
     progress: bool,
     train: ImageDataset | None,
     val: ImageDataset | None,
+    parallel: DataParallel | None = None,
 ) -> EvaluationResult:
     """A soft-label protocol: see :mod:`evaluation.kd.soft` (RS2 samplers are not supported)."""
     soft = protocol.soft
@@ -373,6 +388,7 @@ def _evaluate_soft_protocol(
         val=val,
         device=device,
         progress=progress,
+        parallel=parallel,
     )
     per_model = {
         name: ModelResult(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from evaluation.parallel import DataParallel, single_or
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +69,17 @@ def train_classifier(
     device: torch.device | str = "cpu",
     progress: bool = False,
     description: str = "train",
+    parallel: DataParallel | None = None,
 ) -> TrainStats:
     """Train ``model`` in place on ``images``/``targets`` following ``recipe``.
 
     Every epoch visits a fresh permutation of all images drawn from ``generator``, or the
     indices ``sampler(epoch, generator)`` returns (a per-epoch subset, as RS2 trains);
-    ``augment(batch, generator)`` is applied to every batch when given.
+    ``augment(batch, generator)`` is applied to every batch when given. Under ``parallel``
+    (torchrun) each rank trains on its part of every batch (see :mod:`evaluation.parallel`);
+    ``model`` must have been through ``parallel.prepare``.
     """
+    parallel = single_or(parallel)
     device = torch.device(device)
     model.to(device).train()
     images = images.to(device)
@@ -101,26 +108,41 @@ def train_classifier(
             inputs = images[batch]
             if augment is not None:
                 inputs = augment(inputs, generator)
-            loss = classification_loss(model(inputs), targets[batch])
+            with parallel.batch(len(batch)):
+                loss = classification_loss(model(parallel.local(inputs)), parallel.local(targets[batch]))
+                loss = loss * parallel.share(len(batch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            parallel.sync_gradients(model.parameters())
             optimizer.step()
             steps += 1
-        loss_value = float(loss.detach())
-        if not torch.isfinite(loss.detach()):
+        loss_value = parallel.sum(float(loss.detach()))
+        if not math.isfinite(loss_value):
             raise FloatingPointError(f"{description}: training loss became {loss_value} at epoch {epoch}")
     return TrainStats(final_loss=loss_value, seconds=time.perf_counter() - start, steps=steps, images_seen=images_seen)
 
 
 @torch.no_grad()
 def accuracy(
-    model: nn.Module, images: Tensor, labels: Tensor, *, device: torch.device | str = "cpu", batch_size: int = 1024
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 1024,
+    parallel: DataParallel | None = None,
 ) -> float:
-    """Top-1 accuracy of ``model`` as a fraction in ``[0, 1]``."""
+    """Top-1 accuracy of ``model`` as a fraction in ``[0, 1]`` (under ``parallel``, each rank
+    counts its part of the images and the counts are summed)."""
+    parallel = single_or(parallel)
     device = torch.device(device)
     model.to(device).eval()
+    total = len(images)
+    images, labels = parallel.local(images), parallel.local(labels)
     correct = 0
     for start in range(0, len(images), batch_size):
         logits = model(images[start : start + batch_size].to(device))
         correct += int((logits.argmax(dim=1).cpu() == labels[start : start + batch_size].cpu()).sum())
-    return correct / max(len(images), 1)
+    if parallel.replicated(total):
+        return correct / max(total, 1)
+    return parallel.sum(correct) / max(total, 1)

@@ -41,6 +41,7 @@ from data.seeding import derive_seed, make_generator, seeded_torch
 from evaluation.augment import DSAParams, dsa_augment, strategy_for
 from evaluation.kd.trainer import StudentRecipe, run_epochs
 from evaluation.models import create_model
+from evaluation.parallel import DataParallel, single_or
 from evaluation.teachers import TeacherConfig, load_or_train_teachers, teacher_provenance
 from evaluation.train import accuracy
 
@@ -243,8 +244,14 @@ def build_replay_store(
     generator: torch.Generator,
     dataset_name: str,
     device: torch.device | str = "cpu",
+    parallel: DataParallel | None = None,
 ) -> ReplayStore:
-    """Draw what a student's loop would draw from ``generator`` and store the teacher's outputs."""
+    """Draw what a student's loop would draw from ``generator`` and store the teacher's outputs.
+
+    Under ``parallel`` each rank labels its part of every batch and the parts are gathered, so
+    every rank holds the whole store.
+    """
+    parallel = single_or(parallel)
     device = torch.device(device)
     teacher.to(device).eval()
     images = images.to(device)
@@ -261,7 +268,8 @@ def build_replay_store(
                 dataset_name,
             )
             store.seeds.append(batch_seed)
-            store.logits.append(teacher(inputs).to(torch.float16).cpu())
+            logits = parallel.gather_parts(teacher(parallel.local(inputs)), len(inputs))
+            store.logits.append(logits.to(torch.float16).cpu())
     return store
 
 
@@ -285,13 +293,17 @@ def train_soft_student(
     alpha: float | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    parallel: DataParallel | None = None,
 ) -> float:
     """Train ``student`` in place under ``config``; returns the final loss.
 
     ``labels`` are the integer ground truth; ``teacher`` is needed for ``online``,
     ``stored_logits`` (``N x K``) for ``stored`` and ``replay`` (from :func:`build_replay_store`
-    with a generator in the state ``generator`` is in now) for ``replay``.
+    with a generator in the state ``generator`` is in now) for ``replay``. Under ``parallel``
+    (torchrun) every batch is augmented and mixed whole, then each rank labels and trains on its
+    part; ``student`` must have been through ``parallel.prepare``.
     """
+    parallel = single_or(parallel)
     device = torch.device(device)
     student.to(device).train()
     images, labels = images.to(device), labels.to(device)
@@ -315,15 +327,16 @@ def train_soft_student(
         else:
             batch_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         inputs, mix = augment_batch(images[batch], config, make_generator(batch_seed), dataset_name)
-        targets = _mix(one_hot[batch], mix)
+        inputs, targets = parallel.local(inputs), parallel.local(_mix(one_hot[batch], mix))
         teacher_logits: Tensor | None = None
         if source == "online":
             with torch.no_grad():
                 teacher_logits = teacher(inputs)  # type: ignore[misc]
         elif source == "replay":
-            teacher_logits = replay.logits[counter["step"]].to(device).float()  # type: ignore[union-attr]
+            teacher_logits = parallel.local(replay.logits[counter["step"]]).to(device).float()  # type: ignore[union-attr]
         elif source == "stored":
-            teacher_logits = probabilities_as_logits(_mix(F.softmax(stored[batch], dim=1), mix))  # type: ignore[index]
+            mixed = _mix(F.softmax(stored[batch], dim=1), mix)  # type: ignore[index]
+            teacher_logits = probabilities_as_logits(parallel.local(mixed))
         counter["step"] += 1
         return soft_label_loss(config, student(inputs), teacher_logits, targets, alpha=alpha)
 
@@ -336,6 +349,7 @@ def train_soft_student(
         progress=progress,
         description=f"soft:{source}",
         orders=replay.orders if (replay is not None and source == "replay") else None,
+        parallel=parallel,
     )
     return stats.final_loss
 
@@ -370,6 +384,7 @@ def evaluate_soft(
     val: ImageDataset | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    parallel: DataParallel | None = None,
 ) -> SoftEvaluation:
     """Train ``num_models`` students of every model on a set under ``config``; test each once.
 
@@ -389,7 +404,9 @@ def evaluate_soft(
         val: the validation split (teacher accuracy recorded beside it).
         device: where to train.
         progress: progress bars.
+        parallel: the torchrun group training each student together (``None``: one process).
     """
+    parallel = single_or(parallel)
     device = torch.device(device)
     source = config.label_source
     hard_labels = labels.argmax(1) if labels.is_floating_point() else labels.long()
@@ -428,6 +445,7 @@ def evaluate_soft(
             generator=make_generator(derive_seed("replay", seed), "cpu"),
             dataset_name=dataset_name,
             device=device,
+            parallel=parallel,
         )
         details["label_bytes"] = replay.num_bytes()
     alpha = config.alpha_for(kept_fraction)
@@ -445,6 +463,7 @@ def evaluate_soft(
                 student = create_model(
                     model_name, in_channels=images.shape[1], num_classes=num_classes, image_size=tuple(images.shape[2:])
                 )
+            student = parallel.prepare(student, device)
             # Replay students share the stored orders and augmentations (as SRe2L's do).
             generator = make_generator(model_seed, "cpu")
             train_soft_student(
@@ -462,8 +481,9 @@ def evaluate_soft(
                 alpha=alpha,
                 device=device,
                 progress=progress,
+                parallel=parallel,
             )
-            values.append(accuracy(student, test.images, test.labels, device=device))
+            values.append(accuracy(student, test.images, test.labels, device=device, parallel=parallel))
         accuracies[model_name] = tuple(values)
         seconds[model_name] = time.perf_counter() - started
     return SoftEvaluation(accuracies=accuracies, seconds=seconds, details=details)

@@ -33,6 +33,7 @@ from evaluation.augment import DSAParams, dsa_augment, strategy_for
 from evaluation.kd.hooks import FeatureHooks
 from evaluation.kd.losses import KDBatch, KDLoss, create_kd_loss
 from evaluation.models import create_model
+from evaluation.parallel import DataParallel, single_or
 
 logger = logging.getLogger(__name__)
 
@@ -113,13 +114,17 @@ def run_epochs(
     progress: bool = False,
     description: str = "student",
     orders: list[Tensor] | None = None,
+    parallel: DataParallel | None = None,
 ) -> StudentStats:
     """The optimization loop shared by the trainers.
 
     Every epoch draws a permutation of ``num_images`` from ``generator`` (or takes
     ``orders[epoch]``), cuts it into batches, and calls ``step(epoch, batch_indices)`` for the
-    loss, which is back-propagated into ``parameters``.
+    loss, which is back-propagated into ``parameters``. Under ``parallel`` (torchrun), ``step``
+    gets the whole global batch and returns the mean loss of this rank's part of it
+    (``parallel.local``); the loop weights it and sums the gradients over the ranks.
     """
+    parallel = single_or(parallel)
     optimizer = make_optimizer(parameters, recipe)
     steps_per_epoch = math.ceil(num_images / recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
@@ -131,12 +136,15 @@ def run_epochs(
         for first in range(0, num_images, recipe.batch_size):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(recipe, epoch, steps, total)
-            loss = step(epoch, order[first : first + recipe.batch_size])
+            batch = order[first : first + recipe.batch_size]
+            with parallel.batch(len(batch)):
+                loss = step(epoch, batch) * parallel.share(len(batch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            parallel.sync_gradients(parameters)
             optimizer.step()
             steps += 1
-        loss_value = float(loss.detach())
+        loss_value = parallel.sum(float(loss.detach()))
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"{description}: training loss became {loss_value} at epoch {epoch}")
     return StudentStats(final_loss=loss_value, seconds=time.perf_counter() - start, steps=steps)

@@ -1,0 +1,343 @@
+"""Data-parallel training of one cell's evaluation under ``torchrun`` (torch.distributed).
+
+A single large cell (ImageNet-scale soft-label evaluation) can train its students on several
+GPUs without changing the protocol. Every rank holds the whole set and draws the same batch
+orders and augmentation seeds from the same generators, so all ranks see the same global batch:
+
+* each batch is augmented whole (DSA, Mixup and CutMix draw per batch, so the draws and the mix
+  partners are the single-process ones), then each rank trains on its contiguous part of it;
+* a part's mean loss is weighted by its share of the batch and the gradients are summed over the
+  ranks (one flattened all-reduce per step), which is the gradient of the whole batch's mean loss;
+* BatchNorm layers of the students normalize with the whole batch's statistics
+  (:class:`GlobalBatchNorm`: differentiable all-reduces, on any backend, CPU included);
+* a batch smaller than the number of ranks is trained whole by every rank, with share
+  ``1 / world_size`` and local BatchNorm statistics, so the sum is again the batch's gradient;
+* teacher labels are computed on each rank's part only (replay stores are all-gathered), and
+  test accuracy counts a part of the test split per rank and sums the counts.
+
+So the same cell gives the same record as one process, up to floating-point summation order.
+Optimizer state and the teacher need no synchronization: every rank applies the same summed
+gradients to the same starting weights (broadcast from rank 0).
+
+Single-process code passes ``parallel=None`` and the training loops run unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class DataParallel:
+    """This process's rank among ``world_size`` training one evaluation together.
+
+    Args:
+        rank: this process's rank (0 is the main rank: it writes records and reports).
+        world_size: processes in the group.
+    """
+
+    def __init__(self, rank: int, world_size: int) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size), got rank {rank} of {world_size}")
+        self.rank = rank
+        self.world_size = world_size
+        #: Whether GlobalBatchNorm layers share statistics over the ranks on this batch.
+        self.synchronized_batch = True
+
+    def __repr__(self) -> str:
+        return f"DataParallel(rank={self.rank}, world_size={self.world_size})"
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that writes records, saved sets and reports."""
+        return self.rank == 0
+
+    # -- splitting a global batch --------------------------------------------------------------
+    def replicated(self, batch_size: int) -> bool:
+        """A batch too small to give every rank a row is trained whole by every rank."""
+        return batch_size < self.world_size
+
+    def part(self, batch_size: int) -> slice:
+        """The rows of a global batch of ``batch_size`` that this rank trains on (contiguous)."""
+        if self.replicated(batch_size):
+            return slice(0, batch_size)
+        base, extra = divmod(batch_size, self.world_size)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (1 if self.rank < extra else 0))
+
+    def share(self, batch_size: int) -> float:
+        """The weight of this rank's mean loss: its part's share of the batch."""
+        if self.replicated(batch_size):
+            return 1.0 / self.world_size
+        part = self.part(batch_size)
+        return (part.stop - part.start) / batch_size
+
+    def local(self, rows: Tensor) -> Tensor:
+        """This rank's part of a global batch (rows along dimension 0)."""
+        return rows[self.part(len(rows))]
+
+    @contextlib.contextmanager
+    def batch(self, batch_size: int) -> Iterator[None]:
+        """Forward passes of one global batch: BatchNorm statistics shared unless replicated."""
+        previous = self.synchronized_batch
+        self.synchronized_batch = not self.replicated(batch_size)
+        try:
+            yield
+        finally:
+            self.synchronized_batch = previous
+
+    # -- collectives ---------------------------------------------------------------------------
+    def sync_gradients(self, parameters: Iterable[nn.Parameter]) -> None:
+        """Sum every parameter's gradient over the ranks (a missing gradient counts as zero)."""
+        if self.world_size == 1:
+            return
+        import torch.distributed as dist
+
+        parameters = [p for p in parameters if p.requires_grad]
+        if not parameters:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        offset = 0
+        for parameter in parameters:
+            count = parameter.numel()
+            parameter.grad = flat[offset : offset + count].view_as(parameter).clone()
+            offset += count
+
+    def sum(self, value: float) -> float:
+        """``value`` summed over the ranks."""
+        if self.world_size == 1:
+            return float(value)
+        import torch.distributed as dist
+
+        tensor = torch.tensor([float(value)], dtype=torch.float64, device=self._collective_device())
+        dist.all_reduce(tensor)
+        return float(tensor.item())
+
+    def broadcast_parameters(self, module: nn.Module) -> None:
+        """Give every rank rank 0's parameters and buffers."""
+        if self.world_size == 1:
+            return
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for tensor in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(tensor.data, src=0)
+
+    def broadcast_object(self, value: T) -> T:
+        """Rank 0's ``value`` on every rank (pickled; tensors come back on the CPU)."""
+        if self.world_size == 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value if self.is_main else None]
+        dist.broadcast_object_list(box, src=0, device=self._collective_device())
+        return box[0]  # type: ignore[return-value]
+
+    def gather_parts(self, part: Tensor, batch_size: int) -> Tensor:
+        """The whole batch's rows from every rank's part (the inverse of :meth:`local`)."""
+        if self.world_size == 1 or self.replicated(batch_size):
+            return part
+        import torch.distributed as dist
+
+        longest = -(-batch_size // self.world_size)
+        padded = part.new_zeros((longest, *part.shape[1:]))
+        padded[: len(part)] = part
+        pieces = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(pieces, padded)
+        rows = []
+        for rank, piece in enumerate(pieces):
+            start, stop = _part_bounds(batch_size, rank, self.world_size)
+            rows.append(piece[: stop - start])
+        return torch.cat(rows)
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def _collective_device(self) -> torch.device:
+        import torch.distributed as dist
+
+        if dist.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
+    # -- models --------------------------------------------------------------------------------
+    def prepare(self, model: nn.Module, device: torch.device | str) -> nn.Module:
+        """A student ready for data-parallel training on ``device``: global BatchNorm, rank 0's
+        initial weights (one process: ``model`` as it is)."""
+        if self.world_size == 1:
+            return model
+        model = convert_batchnorm(model, self).to(device)  # NCCL broadcasts device tensors only
+        self.broadcast_parameters(model)
+        return model
+
+
+def _part_bounds(batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
+    part = DataParallel(rank, world_size).part(batch_size)
+    return part.start, part.stop
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """A sum over the ranks whose backward sums the gradients over the ranks (every rank's loss
+    depends on the sum, and the gradient sync adds the ranks' losses)."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
+class GlobalBatchNorm(nn.Module):
+    """BatchNorm whose training statistics are the whole global batch's, over all ranks.
+
+    The per-channel count and sum, then the sum of squared deviations, are all-reduced with
+    differentiable collectives, so the backward pass is the single-process one too. Evaluation
+    (and a replicated batch) normalizes locally, like ``nn.BatchNorm``. Running statistics follow
+    PyTorch: ``momentum`` average, unbiased variance.
+    """
+
+    def __init__(self, source: nn.modules.batchnorm._BatchNorm, parallel: DataParallel) -> None:
+        super().__init__()
+        self.num_features = source.num_features
+        self.eps = source.eps
+        self.momentum = source.momentum
+        self.affine = source.affine
+        self.track_running_stats = source.track_running_stats
+        self.parallel = parallel
+        self.weight = source.weight
+        self.bias = source.bias
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            self.register_buffer(name, getattr(source, name))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and self.parallel.synchronized_batch and self.parallel.world_size > 1):
+            use_batch_stats = self.training or not self.track_running_stats
+            momentum = 0.0 if self.momentum is None else self.momentum
+            if self.training and self.track_running_stats:
+                self.num_batches_tracked.add_(1)
+                if self.momentum is None:
+                    momentum = 1.0 / float(self.num_batches_tracked)
+            return F.batch_norm(
+                x,
+                self.running_mean if (not self.training or self.track_running_stats) else None,
+                self.running_var if (not self.training or self.track_running_stats) else None,
+                self.weight,
+                self.bias,
+                use_batch_stats,
+                momentum,
+                self.eps,
+            )
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        count = x.new_tensor([x.numel() / x.shape[1]])
+        totals = _SumOverRanks.apply(torch.cat([count, x.sum(dims)]))
+        n = totals[0].detach()
+        mean = totals[1:] / n
+        centered = x - mean.view(shape)
+        var = _SumOverRanks.apply((centered * centered).sum(dims)) / n
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                unbiased = var.detach() * (n / (n - 1).clamp_min(1))
+                self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
+                self.running_var.mul_(1 - momentum).add_(momentum * unbiased)
+        out = centered * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+def convert_batchnorm(module: nn.Module, parallel: DataParallel) -> nn.Module:
+    """``module`` with every BatchNorm layer replaced by a :class:`GlobalBatchNorm` (same tensors)."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return GlobalBatchNorm(module, parallel)
+    for name, child in module.named_children():
+        converted = convert_batchnorm(child, parallel)
+        if converted is not child:
+            setattr(module, name, converted)
+    return module
+
+
+#: Minutes a collective may wait; rank 0 condenses the set alone while the others wait for it.
+DEFAULT_TIMEOUT_MINUTES = 24 * 60
+
+
+def from_environment(
+    device: str | torch.device, *, environ: dict[str, str] | None = None, timeout_minutes: float | None = None
+) -> DataParallel | None:
+    """Join the ``torchrun`` process group when ``WORLD_SIZE > 1``; ``None`` in a single process.
+
+    The backend is NCCL on CUDA and Gloo on the CPU. ``timeout_minutes`` (default
+    ``$CONDENSE_DIST_TIMEOUT_MINUTES`` or a day) bounds every collective, including the other
+    ranks' wait while rank 0 condenses the set.
+    """
+    environ = dict(os.environ) if environ is None else environ
+    world_size = int(environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return None
+    import torch.distributed as dist
+
+    rank = int(environ["RANK"])
+    if not dist.is_initialized():
+        if timeout_minutes is None:
+            timeout_minutes = float(environ.get("CONDENSE_DIST_TIMEOUT_MINUTES", DEFAULT_TIMEOUT_MINUTES))
+        backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+        logger.info("data-parallel rank %d of %d (%s)", rank, world_size, backend)
+    return DataParallel(rank, world_size)
+
+
+def close(parallel: DataParallel | None) -> None:
+    """Leave the process group (after a last barrier)."""
+    if parallel is None or parallel.world_size == 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def single_or(parallel: DataParallel | None) -> DataParallel:
+    """``parallel``, or the trivial group of one process."""
+    return parallel if parallel is not None else SINGLE
+
+
+#: One process: every batch whole, share 1, no collectives.
+SINGLE = DataParallel(0, 1)
+
+
+def describe(parallel: DataParallel | None) -> dict[str, Any]:
+    """What a record says about data parallelism (empty for one process)."""
+    if parallel is None or parallel.world_size == 1:
+        return {}
+    return {"data_parallel_world_size": parallel.world_size}
