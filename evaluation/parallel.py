@@ -127,6 +127,25 @@ class DataParallel:
         dist.all_reduce(tensor)
         return float(tensor.item())
 
+    def sum_tensor(self, tensor: Tensor) -> Tensor:
+        """A new tensor: ``tensor`` summed over the ranks."""
+        total = tensor.clone()
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(total)
+        return total
+
+    def gather_tensor(self, tensor: Tensor) -> Tensor:
+        """Every rank's ``tensor`` (same shape on all), stacked in rank order: ``world_size x ...``."""
+        if self.world_size == 1:
+            return tensor.unsqueeze(0)
+        import torch.distributed as dist
+
+        pieces = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(pieces, tensor.contiguous())
+        return torch.stack(pieces)
+
     def broadcast_parameters(self, module: nn.Module) -> None:
         """Give every rank rank 0's parameters and buffers."""
         if self.world_size == 1:
@@ -194,34 +213,64 @@ def _part_bounds(batch_size: int, rank: int, world_size: int) -> tuple[int, int]
     return part.start, part.stop
 
 
-class _SumOverRanks(torch.autograd.Function):
-    """A sum over the ranks whose backward sums the gradients over the ranks (every rank's loss
-    depends on the sum, and the gradient sync adds the ranks' losses)."""
+class _GlobalBatchNormFunction(torch.autograd.Function):
+    """Batch normalization with statistics summed over the ranks, forward and backward.
+
+    Forward: every rank's count, mean and sum of squared deviations, gathered, give the global
+    mean and (biased) variance. Backward is BatchNorm's, with the two per-channel sums it
+    needs (of ``dy`` and ``dy * x_hat``) summed over the ranks; the weight and bias gradients stay
+    this rank's share, since the gradient sync adds the ranks' parameter gradients.
+    """
 
     @staticmethod
-    def forward(ctx: Any, tensor: Tensor) -> Tensor:
-        import torch.distributed as dist
-
-        total = tensor.clone()
-        dist.all_reduce(total)
-        return total
+    def forward(
+        ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, parallel: DataParallel, eps: float
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        # Each rank's count, mean and sum of squared deviations (two-pass), gathered in one
+        # collective and combined exactly: M2 = sum_r M2_r + n_r (mean_r - mean)^2.
+        count = x.new_tensor([x.numel() / x.shape[1]])
+        local_mean = x.mean(dims)
+        local_m2 = (x - local_mean.view(shape)).square().sum(dims)
+        gathered = parallel.gather_tensor(torch.cat([count, local_mean, local_m2]))
+        channels = x.shape[1]
+        counts, means, m2s = gathered[:, :1], gathered[:, 1 : channels + 1], gathered[:, channels + 1 :]
+        n = counts.sum(0)
+        mean = (counts * means).sum(0) / n
+        var = (m2s.sum(0) + (counts * (means - mean).square()).sum(0)) / n
+        x_hat = x - mean.view(shape)
+        inverse_std = torch.rsqrt(var + eps)
+        x_hat.mul_(inverse_std.view(shape))
+        out = x_hat if weight is None else torch.addcmul(bias.view(shape), x_hat, weight.view(shape))
+        ctx.save_for_backward(x_hat, inverse_std, weight)
+        ctx.parallel, ctx.count = parallel, n
+        ctx.mark_non_differentiable(mean, var, n)
+        return out, mean, var, n
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        import torch.distributed as dist
-
-        total = grad.clone()
-        dist.all_reduce(total)
-        return total
+    def backward(ctx: Any, grad_out: Tensor, *unused: Tensor) -> tuple[Tensor | None, ...]:
+        x_hat, inverse_std, weight = ctx.saved_tensors
+        dims = [0, *range(2, grad_out.dim())]
+        shape = [1, -1] + [1] * (grad_out.dim() - 2)
+        local = torch.cat([grad_out.sum(dims), (grad_out * x_hat).sum(dims)])
+        channels = x_hat.shape[1]
+        grad_weight = local[channels:].clone() if weight is not None and ctx.needs_input_grad[1] else None
+        grad_bias = local[:channels].clone() if weight is not None and ctx.needs_input_grad[2] else None
+        totals = ctx.parallel.sum_tensor(local) / ctx.count
+        mean_grad, mean_grad_x_hat = totals[:channels], totals[channels:]
+        scale = inverse_std if weight is None else inverse_std * weight
+        grad_x = (grad_out - mean_grad.view(shape) - x_hat * mean_grad_x_hat.view(shape)) * scale.view(shape)
+        return grad_x, grad_weight, grad_bias, None, None
 
 
 class GlobalBatchNorm(nn.Module):
     """BatchNorm whose training statistics are the whole global batch's, over all ranks.
 
-    The per-channel count and sum, then the sum of squared deviations, are all-reduced with
-    differentiable collectives, so the backward pass is the single-process one too. Evaluation
-    (and a replicated batch) normalizes locally, like ``nn.BatchNorm``. Running statistics follow
-    PyTorch: ``momentum`` average, unbiased variance.
+    Training on a shared batch normalizes with the global mean and variance and back-propagates
+    through them (:class:`_GlobalBatchNormFunction`); evaluation and a replicated batch normalize
+    locally, as ``nn.BatchNorm`` does. Running statistics follow PyTorch: ``momentum`` average,
+    unbiased variance. It holds the source layer's parameters and buffers (the same tensors).
     """
 
     def __init__(self, source: nn.modules.batchnorm._BatchNorm, parallel: DataParallel) -> None:
@@ -238,41 +287,29 @@ class GlobalBatchNorm(nn.Module):
             self.register_buffer(name, getattr(source, name))
 
     def forward(self, x: Tensor) -> Tensor:
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked)
         if not (self.training and self.parallel.synchronized_batch and self.parallel.world_size > 1):
-            use_batch_stats = self.training or not self.track_running_stats
-            momentum = 0.0 if self.momentum is None else self.momentum
-            if self.training and self.track_running_stats:
-                self.num_batches_tracked.add_(1)
-                if self.momentum is None:
-                    momentum = 1.0 / float(self.num_batches_tracked)
+            keep_running = not self.training or self.track_running_stats
             return F.batch_norm(
                 x,
-                self.running_mean if (not self.training or self.track_running_stats) else None,
-                self.running_var if (not self.training or self.track_running_stats) else None,
+                self.running_mean if keep_running else None,
+                self.running_var if keep_running else None,
                 self.weight,
                 self.bias,
-                use_batch_stats,
+                self.training or not self.track_running_stats,
                 momentum,
                 self.eps,
             )
-        dims = [0, *range(2, x.dim())]
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        count = x.new_tensor([x.numel() / x.shape[1]])
-        totals = _SumOverRanks.apply(torch.cat([count, x.sum(dims)]))
-        n = totals[0].detach()
-        mean = totals[1:] / n
-        centered = x - mean.view(shape)
-        var = _SumOverRanks.apply((centered * centered).sum(dims)) / n
+        out, mean, var, n = _GlobalBatchNormFunction.apply(x, self.weight, self.bias, self.parallel, self.eps)
         if self.track_running_stats:
             with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                unbiased = var.detach() * (n / (n - 1).clamp_min(1))
-                self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
+                unbiased = var * (n / (n - 1).clamp_min(1))
+                self.running_mean.mul_(1 - momentum).add_(momentum * mean)
                 self.running_var.mul_(1 - momentum).add_(momentum * unbiased)
-        out = centered * torch.rsqrt(var + self.eps).view(shape)
-        if self.affine:
-            out = out * self.weight.view(shape) + self.bias.view(shape)
         return out
 
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from condense.benchmark import CellSpec, run_cell
 from evaluation.parallel import SINGLE, DataParallel, GlobalBatchNorm, convert_batchnorm, from_environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +85,58 @@ def test_global_batchnorm_is_batchnorm_on_a_batch_a_rank_trains_whole() -> None:
     twin.eval(), reference.eval()
     x = torch.randn(5, 3, 4, 4)
     torch.testing.assert_close(twin(x), reference(x))
+
+
+class AloneAsOneOfTwo(DataParallel):
+    """Rank 0 of two whose collectives see only itself: global statistics are its own batch's."""
+
+    def __init__(self) -> None:
+        super().__init__(0, 2)
+
+    def sum_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.clone()
+
+    def gather_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.unsqueeze(0)
+
+
+@pytest.mark.parametrize(
+    ("make_layer", "shape"),
+    [
+        (lambda: nn.BatchNorm2d(3), (6, 3, 5, 4)),
+        (lambda: nn.BatchNorm2d(3, affine=False), (6, 3, 5, 4)),
+        (lambda: nn.BatchNorm1d(4, momentum=None), (7, 4)),
+    ],
+)
+def test_global_batchnorm_forward_and_backward_are_batchnorms(make_layer, shape) -> None:
+    """The synchronized path (statistics and gradient sums through the collectives) against
+    nn.BatchNorm when the sums cover one batch: outputs, input and parameter gradients, running
+    statistics."""
+    torch.manual_seed(0)
+    reference = make_layer()
+    if reference.affine:
+        nn.init.uniform_(reference.weight, 0.5, 1.5)
+        nn.init.uniform_(reference.bias)
+    layer = convert_batchnorm(nn.Sequential(make_layer()), AloneAsOneOfTwo())[0]
+    layer.load_state_dict(reference.state_dict())
+    for _ in range(2):
+        x = (torch.randn(shape) * 3 + 1).requires_grad_()
+        x_twin = x.detach().clone().requires_grad_()
+        upstream = torch.randn(shape)
+        expected = reference(x)
+        (expected * upstream).sum().backward()
+        out = layer(x_twin)
+        (out * upstream).sum().backward()
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(x_twin.grad, x.grad, rtol=1e-4, atol=1e-5)
+    reference.eval(), layer.eval()
+    probe = torch.randn(shape)
+    torch.testing.assert_close(layer(probe), reference(probe), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.running_mean, reference.running_mean)
+    torch.testing.assert_close(layer.running_var, reference.running_var)
+    if reference.affine:
+        torch.testing.assert_close(layer.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(layer.bias.grad, reference.bias.grad, rtol=1e-4, atol=1e-5)
 
 
 # -- two ranks against one process -------------------------------------------------------------
@@ -198,22 +251,18 @@ def test_torchrun_cell_writes_one_record_like_one_process(tmp_path: Path) -> Non
     assert len(list((tmp_path / "dp" / "records").glob("*/*/*.json"))) == 2
 
 
-def test_torchrun_refuses_a_graph_cell(tmp_path: Path) -> None:
-    env = subprocess_env(PYTHONPATH=str(ROOT))
-    done = torchrun(
-        "-m",
-        "condense.cli",
-        "dataset=mutag",
-        "method=random_graphs",
-        "protocol=graph_fast",
-        "fraction=0.05",
-        "references=[]",
-        "report=false",
-        "threads=1",
-        f"results_dir={tmp_path / 'results'}",
-        cwd=tmp_path,
-        env=env,
-    )
-    assert done.returncode != 0
-    assert "graph dataset: run condense-bench as one process" in done.stderr + done.stdout
-    assert not list((tmp_path / "results").glob("records/*/*/*.json"))
+class OneOfTwoRanks(DataParallel):
+    """Rank 0 of two, without a process group: broadcasts return rank 0's own value."""
+
+    def __init__(self) -> None:
+        super().__init__(0, 2)
+
+    def broadcast_object(self, value):
+        return value
+
+
+def test_data_parallel_refuses_a_graph_cell(tmp_path: Path) -> None:
+    spec = CellSpec(method="random_graphs", dataset="mutag", protocol="graph_fast", seed=0, fraction=0.05)
+    with pytest.raises(ValueError, match="graph dataset: run condense-bench as one process"):
+        run_cell(spec, results_dir=tmp_path, parallel=OneOfTwoRanks())
+    assert not list(tmp_path.glob("records/*/*/*.json"))
