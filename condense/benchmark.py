@@ -22,7 +22,7 @@ import torch
 from condense import create_method
 from condense.graph_benchmark import check_modality, graph_cell_identity, run_graph_cell
 from data import load_dataset
-from data.cache import file_lock
+from data.cache import LockTimeout, file_lock
 from data.graphs import is_graph_dataset
 from data.methods import Method
 from data.provenance import describe_device, git_revision, versions
@@ -113,7 +113,8 @@ def run_cell(
     progress: bool = False,
     save_set: bool = True,
     parallel: DataParallel | None = None,
-) -> CellOutcome:
+    wait: bool = True,
+) -> CellOutcome | None:
     """Run one cell unless its record exists; returns the record either way.
 
     Safe to call for the same cell from several processes or machines at once (a shared results
@@ -121,14 +122,32 @@ def run_cell(
     the cell while the others wait, then find its record and skip. The lock dies with its
     process, so a killed run leaves no record and the cell runs again next time.
 
+    With ``wait=False`` a cell that another process is running now is left to it and the call
+    returns ``None`` at once: for the reference rows that many cells of a sweep share (``random``
+    at a budget), so that on a cluster one job runs it while the others go on with their own
+    cells instead of idling on its lock (if that job dies, the row is missing until the sweep is
+    run again, like any killed cell). With ``wait=True`` the result is never ``None``.
+
     Under ``parallel`` (every rank of a ``torchrun`` group calls this for the same cell) the
     ranks run the cell as one: rank 0 takes the lock, decides whether to skip, condenses the set
     and writes the record and the saved set; every rank trains the evaluation models together.
     """
     key = cell_key(spec)
     main = parallel is None or parallel.is_main
-    lock = file_lock(Path(results_dir) / CELL_LOCKS_DIRNAME / f"{key}.lock") if main else contextlib.nullcontext()
-    with lock:
+    with contextlib.ExitStack() as held:
+        running_elsewhere = False
+        if main:
+            try:
+                held.enter_context(
+                    file_lock(Path(results_dir) / CELL_LOCKS_DIRNAME / f"{key}.lock", timeout=None if wait else 0)
+                )
+            except LockTimeout:
+                running_elsewhere = True
+        if parallel is not None:
+            running_elsewhere = parallel.broadcast_object(running_elsewhere)
+        if running_elsewhere:
+            logger.info("cell %s (%s) is running in another process; not waiting for it", key, _describe(spec))
+            return None
         return _run_cell_unlocked(
             spec, results_dir=results_dir, device=device, progress=progress, save_set=save_set, parallel=parallel
         )

@@ -17,7 +17,6 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from hydra.experimental.callback import Callback
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from condense.benchmark import CellOutcome, CellSpec, run_cell
+from condense.benchmark import CellOutcome, CellSpec, cell_key, run_cell
 from condense.graph_benchmark import reference_for_dataset
 from evaluation.parallel import DataParallel, close, from_environment
 
@@ -166,9 +165,12 @@ def _app(cfg: DictConfig) -> str:
     # Under torchrun (WORLD_SIZE > 1) the ranks run each cell together, its evaluation data-parallel.
     parallel = from_environment(device)
     try:
-        return _run_cells(cfg, device, parallel)
-    finally:
-        close(parallel)
+        record_path = _run_cells(cfg, device, parallel)
+    except BaseException:
+        close(parallel, wait_for_others=False)  # torchrun stops the other ranks when this one fails
+        raise
+    close(parallel)
+    return record_path
 
 
 def _run_cells(cfg: DictConfig, device: str, parallel: DataParallel | None) -> str:
@@ -176,22 +178,36 @@ def _run_cells(cfg: DictConfig, device: str, parallel: DataParallel | None) -> s
     spec = spec_from_config(cfg)
     # Shared caches (proxy models, expert trajectories, teachers) live beside the records.
     os.environ.setdefault("CONDENSE_CACHE", str(results_dir_of(cfg) / "cache"))
-    run = partial(
-        run_cell,
-        results_dir=results_dir_of(cfg),
-        device=device,
-        progress=bool(cfg.progress),
-        save_set=bool(cfg.save_sets),
-        parallel=parallel,
-    )
-    report = _report_cell if parallel is None or parallel.is_main else (lambda outcome: None)
-    outcome = run(spec)
-    report(outcome)
-    # The reference rows every table needs, under the same budget, protocol and seed.
+    options: dict[str, Any] = {
+        "results_dir": results_dir_of(cfg),
+        "device": device,
+        "progress": bool(cfg.progress),
+        "save_set": bool(cfg.save_sets),
+        "parallel": parallel,
+    }
+    main = parallel is None or parallel.is_main
+    outcome = run_cell(spec, **options)
+    assert outcome is not None
+    if main:
+        _report_cell(outcome)
+    # The reference rows every table needs, under the same budget, protocol and seed. Many cells
+    # share one: a job that finds it running in another job goes on instead of waiting.
     for reference in references_for(spec, cfg.get("references") or []):
         reference = reference_for_dataset(str(reference), spec.dataset)  # random -> random_graphs on graphs
-        if reference != spec.method:
-            report(run(replace(spec, method=reference, method_options={})))
+        if reference == spec.method:
+            continue
+        reference_spec = replace(spec, method=reference, method_options={})
+        reference_outcome = run_cell(reference_spec, **options, wait=False)
+        if not main:
+            continue
+        if reference_outcome is None:
+            print(
+                f"[condense-bench] {reference} cell {cell_key(reference_spec)} is running in another job; "
+                "not waiting for it",
+                flush=True,
+            )
+        else:
+            _report_cell(reference_outcome)
     return str(outcome.record_path)
 
 

@@ -11,8 +11,9 @@ Experts are written under ``cache_dir/<key>/expert_XXX.safetensors`` where ``key
 :class:`ExpertConfig` (minus ``cache_dir``) and the dataset fingerprint. Every file is written
 to a temporary name and moved into place with ``os.replace``, so a file under its final name is
 always complete and an interrupted run is resumed expert by expert; temporary files are never
-read. Each expert is trained under a file lock (:func:`data.cache.build_once`), so concurrent jobs
-train it once and the others wait for it; an unreadable or wrongly shaped file is trained again.
+read. Each expert is trained under a file lock (:func:`data.cache.build_each_once`), so concurrent
+jobs train it once: a job that finds an expert being trained goes on to the next missing one, and
+waits for the others' experts at the end; an unreadable or wrongly shaped file is trained again.
 :func:`load_or_train_experts` reports whether everything came from the cache (``cache_hit``)
 and the seconds the experts cost to build (charged to every method using them).
 
@@ -45,7 +46,7 @@ from tqdm.auto import tqdm
 
 from condense._common import sample_network
 from data import ImageDataset
-from data.cache import build_once
+from data.cache import build_each_once
 from data.seeding import derive_seed, make_generator
 from evaluation.augment import dsa_augment
 
@@ -326,13 +327,15 @@ def load_or_train_experts(
     folder = Path(config.cache_dir) if config.cache_dir is not None else default_cache_dir()
     folder = folder / key
     layout = ParameterLayout.of(sample_network(config.model, train, 0, "cpu"))
-    trajectories: list[Tensor] = []
-    trained, seconds = 0, 0.0
+    # One job trains each expert; concurrent jobs needing the same buffer train the others
+    # meanwhile, then read them (data.cache.build_each_once). An unreadable or wrongly shaped file
+    # (a killed job, an old format) is trained again.
+    entries = []
+    products: list[dict[str, object]] = []
     for index in range(config.num_experts):
         path = folder / f"expert_{index:03d}.safetensors"
-        # One job trains each expert while concurrent jobs wait (data.cache.build_once); an
-        # unreadable or wrongly shaped file (a killed job, an old format) is trained again.
         loaded: dict[str, object] = {}
+        products.append(loaded)
 
         def read_valid(cached: Path, loaded: dict[str, object] = loaded) -> bool:
             trajectory = load_file(str(cached))["trajectory"]
@@ -348,10 +351,11 @@ def load_or_train_experts(
             _atomic_save({"trajectory": trajectory.contiguous()}, metadata, temporary)
             loaded.update(trajectory=trajectory, seconds=elapsed)
 
-        if not build_once(path, build, read_valid):
-            trained += 1
-        seconds += float(loaded["seconds"])  # type: ignore[arg-type]
-        trajectories.append(loaded["trajectory"])  # type: ignore[arg-type]
+        entries.append((path, build, read_valid))
+    hits = build_each_once(entries)
+    trajectories: list[Tensor] = [loaded["trajectory"] for loaded in products]  # type: ignore[misc]
+    seconds = sum(float(loaded["seconds"]) for loaded in products)  # type: ignore[arg-type]
+    trained = hits.count(False)
     return ExpertTrajectories(
         config=config,
         key=key,

@@ -36,7 +36,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 try:
@@ -51,7 +51,15 @@ POLL_SECONDS = 0.2
 
 
 class LockTimeout(TimeoutError):
-    """A lock was not acquired within the requested time."""
+    """A lock was not acquired within the requested time.
+
+    Attributes:
+        lock_path: the lock file that was held by another process.
+    """
+
+    def __init__(self, message: str, lock_path: Path) -> None:
+        super().__init__(message)
+        self.lock_path = lock_path
 
 
 def lock_path_for(path: str | os.PathLike[str]) -> Path:
@@ -83,7 +91,7 @@ def file_lock(lock_path: str | os.PathLike[str], *, timeout: float | None = None
             with FileLock(str(lock_path), timeout=-1 if timeout is None else timeout):
                 yield lock_path
         except Timeout as error:
-            raise LockTimeout(f"could not lock {lock_path} within {timeout}s") from error
+            raise LockTimeout(f"could not lock {lock_path} within {timeout}s", lock_path) from error
         return
     descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -112,7 +120,7 @@ def _acquire(descriptor: int, lock_path: Path, timeout: float | None) -> None:
             pass
         waited = time.monotonic() - started
         if timeout is not None and waited >= timeout:
-            raise LockTimeout(f"could not lock {lock_path} within {timeout}s (held by {_holder(lock_path)})")
+            raise LockTimeout(f"could not lock {lock_path} within {timeout}s (held by {_holder(lock_path)})", lock_path)
         if not waiting_logged:
             logger.info("waiting for %s (held by %s)", lock_path, _holder(lock_path))
             waiting_logged = True
@@ -183,6 +191,37 @@ def build_once(
             if temporary.exists():
                 _remove(temporary)
         return False
+
+
+#: One entry of :func:`build_each_once`: ``(path, build, is_valid)``.
+CacheEntry = tuple[str | os.PathLike[str], Callable[[Path], None], Callable[[Path], bool]]
+
+
+def build_each_once(entries: Sequence[CacheEntry]) -> list[bool]:
+    """:func:`build_once` for several independent entries that concurrent jobs all need.
+
+    An entry that another process is building now is put off rather than waited for, so jobs
+    that need the same entries (the experts of one buffer) build different ones at the same
+    time; the put-off entries are then waited for, and read (or built, if their builder died).
+
+    Args:
+        entries: ``(path, build, is_valid)`` of each entry, as :func:`build_once` takes them.
+
+    Returns:
+        For each entry in order, ``True`` on a cache hit, ``False`` when this call built it.
+    """
+    hits: dict[int, bool] = {}
+    put_off: list[int] = []
+    for index, (path, build, is_valid) in enumerate(entries):
+        try:
+            hits[index] = build_once(path, build, is_valid, timeout=0)
+        except LockTimeout as error:
+            if error.lock_path != lock_path_for(path):  # a lock taken inside ``build``
+                raise
+            put_off.append(index)
+    for index in put_off:
+        hits[index] = build_once(*entries[index])
+    return [hits[index] for index in range(len(entries))]
 
 
 def _check(is_valid: Callable[[Path], bool], path: Path, *, quiet: bool = False) -> bool:

@@ -353,14 +353,16 @@ def from_environment(
     return DataParallel(rank, world_size)
 
 
-def close(parallel: DataParallel | None) -> None:
-    """Leave the process group (after a last barrier)."""
+def close(parallel: DataParallel | None, *, wait_for_others: bool = True) -> None:
+    """Leave the process group, after a last barrier unless this rank is failing (the others may
+    be inside another collective: waiting for them would hang until the timeout)."""
     if parallel is None or parallel.world_size == 1:
         return
     import torch.distributed as dist
 
     if dist.is_initialized():
-        dist.barrier()
+        if wait_for_others:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from condense.cli import job_device
-from data.cache import LockTimeout, build_once, file_lock, lock_path_for
+from data.cache import LockTimeout, build_each_once, build_once, file_lock, lock_path_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -204,6 +204,43 @@ def test_concurrent_builders_build_once(tmp_path):
     assert len(counter.read_text().splitlines()) == 1 and entry.read_text() == "payload"
 
 
+def _each_builder(folder: str, start, out) -> None:
+    def entry(index: int):
+        def build(temporary: Path) -> None:
+            time.sleep(0.5)
+            temporary.write_text(f"built by {os.getpid()}")
+
+        return (Path(folder) / f"expert_{index}.txt", build, lambda path: path.read_text().startswith("built by"))
+
+    start.wait()
+    hits = build_each_once([entry(index) for index in range(6)])
+    out.put((os.getpid(), hits))
+
+
+def test_concurrent_jobs_build_different_entries_of_one_buffer(tmp_path):
+    """Two jobs needing the same six entries: each builds some while the other builds others
+    (neither waits on an entry being built while another is missing); every entry is built once."""
+    context = multiprocessing.get_context("fork")
+    start, out = context.Event(), context.Queue()
+    workers = [context.Process(target=_each_builder, args=(str(tmp_path), start, out)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    started = time.monotonic()
+    start.set()
+    results = dict(out.get(timeout=60) for _ in workers)
+    elapsed = time.monotonic() - started
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+    builders = {index: (tmp_path / f"expert_{index}.txt").read_text() for index in range(6)}
+    built_by = {pid: [index for index, hit in enumerate(hits) if not hit] for pid, hits in results.items()}
+    assert sorted(i for indices in built_by.values() for i in indices) == list(range(6))  # each once
+    assert all(indices for indices in built_by.values()), built_by  # both jobs built entries
+    for pid, indices in built_by.items():
+        assert all(builders[i] == f"built by {pid}" for i in indices)
+    assert elapsed < 6 * 0.5, elapsed  # faster than one job building all six in turn
+
+
 def _killed_builder(entry: str) -> None:
     def build(temporary: Path) -> None:
         temporary.write_text("partial")
@@ -339,6 +376,27 @@ def test_two_processes_on_one_cell_and_one_cache(plugin_dir, tmp_path):
     assert sorted(r["costs"]["precompute_cache_hit"] for r in records) == [False, True]  # trained once
     assert records[0]["costs"]["precompute_seconds"] == records[1]["costs"]["precompute_seconds"]
     assert not list(results.rglob("*.tmp"))
+
+
+def test_a_reference_running_in_another_job_is_not_waited_for(plugin_dir, tmp_path):
+    """Job A runs the ``sleepy`` cell (10 s); job B's cell has ``sleepy`` as its reference row. B
+    runs its own cell, finds the reference locked by A, and ends while A still runs; each cell
+    ends up recorded once."""
+    results = tmp_path / "r"
+    env = bench_env(plugin_dir, SLEEPY_SECONDS="10")
+    first = bench_popen("method.name=sleepy", *TINY, f"results_dir={results}", cwd=tmp_path, env=env)
+    deadline = time.monotonic() + 60
+    # B starts once A holds its cell's lock (the lock file names the holder's pid).
+    while not any(f"pid {first.pid}" in p.read_text() for p in (results / "locks").glob("*.lock")):
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.1)
+    second = bench("method.name=random", *TINY, "references=[sleepy]", f"results_dir={results}", cwd=tmp_path, env=env)
+    assert second.returncode == 0, second.stderr
+    assert first.poll() is None, "B waited for A's cell"
+    assert "sleepy cell" in second.stdout and "is running in another job; not waiting for it" in second.stdout
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 0, stderr
+    assert sorted(json.loads(p.read_text())["method"] for p in record_files(results)) == ["random", "sleepy"]
 
 
 # -- sweep and launcher configs: composition, and the job array a cluster user would submit -------
