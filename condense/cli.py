@@ -117,7 +117,8 @@ def job_device(
 ) -> str:
     """The one device a job uses; ``auto`` never hands a job every GPU of the machine.
 
-    An explicit device (``cpu``, ``cuda:1``) is used as given. ``auto`` is the CPU without CUDA;
+    An explicit device (``cpu``, ``cuda:1``) is used as given, but plain ``cuda`` under torchrun
+    is the rank's GPU ``cuda:LOCAL_RANK``. ``auto`` is the CPU without CUDA;
     with CUDA it is one GPU among those visible to the job: ``LOCAL_RANK`` under torchrun, else
     GPU ``job_num % count``. SLURM (``submitit_slurm`` with ``gpus_per_task: 1``) shows each job
     only its own GPU, so the job takes it; on a multi-GPU workstation (``joblib``,
@@ -129,6 +130,9 @@ def job_device(
         environ: the environment (default ``os.environ``).
         cuda_devices: visible CUDA devices (default ``torch.cuda.device_count()``).
     """
+    environ = os.environ if environ is None else environ
+    if requested == "cuda" and "LOCAL_RANK" in environ:
+        return f"cuda:{int(environ['LOCAL_RANK'])}"  # torchrun: each rank its own GPU, not all on cuda:0
     if requested != "auto":
         return requested
     if cuda_devices is None:
@@ -137,7 +141,6 @@ def job_device(
         cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if cuda_devices == 0:
         return "cpu"
-    environ = os.environ if environ is None else environ
     slot = int(environ["LOCAL_RANK"]) if "LOCAL_RANK" in environ else job_num
     return f"cuda:{slot % cuda_devices}"
 

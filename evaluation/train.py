@@ -93,7 +93,7 @@ def train_classifier(
     images_seen = 0
     loss_value = float("nan")
     start = time.perf_counter()
-    bar = tqdm(range(recipe.epochs), desc=description, disable=not progress, leave=False)
+    bar = tqdm(range(recipe.epochs), desc=description, disable=not (progress and parallel.is_main), leave=False)
     for epoch in bar:
         if epoch == decay_epoch and epoch > 0:
             for group in optimizer.param_groups:

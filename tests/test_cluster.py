@@ -293,6 +293,8 @@ def test_job_device_never_takes_every_gpu():
         "cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1",
     ]  # fmt: skip
     assert job_device("auto", job_num=0, environ={"LOCAL_RANK": "3"}, cuda_devices=4) == "cuda:3"  # torchrun
+    assert job_device("cuda", environ={"LOCAL_RANK": "2"}, cuda_devices=4) == "cuda:2"
+    assert job_device("cuda", environ={}, cuda_devices=4) == "cuda"
 
 
 # -- the Hydra app under several launchers and processes ---------------------------------------

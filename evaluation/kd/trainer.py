@@ -131,7 +131,7 @@ def run_epochs(
     steps = 0
     loss_value = float("nan")
     start = time.perf_counter()
-    for epoch in tqdm(range(recipe.epochs), desc=description, disable=not progress, leave=False):
+    for epoch in tqdm(range(recipe.epochs), desc=description, disable=not (progress and parallel.is_main), leave=False):
         order = orders[epoch] if orders is not None else torch.randperm(num_images, generator=generator)
         for first in range(0, num_images, recipe.batch_size):
             for group in optimizer.param_groups:
