@@ -27,7 +27,7 @@ from data.graphs import is_graph_dataset
 from data.methods import Method
 from data.provenance import describe_device, git_revision, versions
 from data.synthetic import Budget
-from evaluation.parallel import DataParallel
+from evaluation.parallel import DataParallel, single_or
 from evaluation.protocols import evaluate_set, get_protocol
 from leaderboard.records import RecordError, ResultRecord, find_record, record_path, summarize_accuracies, write_record
 
@@ -133,19 +133,17 @@ def run_cell(
     and writes the record and the saved set; every rank trains the evaluation models together.
     """
     key = cell_key(spec)
-    main = parallel is None or parallel.is_main
+    group = single_or(parallel)
     with contextlib.ExitStack() as held:
         running_elsewhere = False
-        if main:
+        if group.is_main:
             try:
                 held.enter_context(
                     file_lock(Path(results_dir) / CELL_LOCKS_DIRNAME / f"{key}.lock", timeout=None if wait else 0)
                 )
             except LockTimeout:
                 running_elsewhere = True
-        if parallel is not None:
-            running_elsewhere = parallel.broadcast_object(running_elsewhere)
-        if running_elsewhere:
+        if group.broadcast_object(running_elsewhere):
             logger.info("cell %s (%s) is running in another process; not waiting for it", key, _describe(spec))
             return None
         return _run_cell_unlocked(
@@ -165,10 +163,8 @@ def _run_cell_unlocked(
     results_dir = Path(results_dir)
     key = cell_key(spec)
     path = record_path(results_dir, spec.dataset, spec.method, key)
-    main = parallel is None or parallel.is_main
-    existing = _existing_record(results_dir, key) if main else None
-    if parallel is not None:
-        existing = parallel.broadcast_object(existing)
+    group = single_or(parallel)
+    existing = group.broadcast_object(_existing_record(results_dir, key) if group.is_main else None)
     if existing is not None:
         logger.info("cell %s (%s) already has a record, skipping: %s", key, _describe(spec), path)
         return CellOutcome(key, path, existing, True)
@@ -193,16 +189,15 @@ def _run_cell_unlocked(
 
     # Data-parallel cells: rank 0 condenses (not data-parallel) and hands the set to the others.
     synthetic = None
-    if main:
+    if group.is_main:
         synthetic = method.condense(train, budget, seed=spec.seed, device=torch_device, progress=progress)
-    if parallel is not None:
-        synthetic = parallel.broadcast_object(synthetic)
+    synthetic = group.broadcast_object(synthetic)
     assert synthetic is not None
     synthetic.validate(image_shape=train.image_shape, check_budget=False)
     set_bytes = synthetic.num_bytes()
     set_path = None
     # The whole-data reference and pool samplers (RS2) hold the training set itself: not saved.
-    if main and save_set and method.family != "reference" and synthetic.sampler is None:
+    if group.is_main and save_set and method.family != "reference" and synthetic.sampler is None:
         set_path = synthetic.save(results_dir / "sets" / spec.dataset / spec.method / f"{key}.safetensors")
 
     evaluation = evaluate_set(
@@ -252,10 +247,7 @@ def _run_cell_unlocked(
             **record_stamp(torch_device, results_dir, set_path, parallel=parallel),
         }
     )
-    if parallel is None:
-        return publish_record(record, results_dir, key, path, started)
-    outcome = publish_record(record, results_dir, key, path, started) if main else None
-    return parallel.broadcast_object(outcome)
+    return group.broadcast_object(publish_record(record, results_dir, key, path, started) if group.is_main else None)
 
 
 def record_costs(provenance: dict[str, Any], *, eval_seconds: float, set_bytes: int, num_items: int) -> dict[str, Any]:

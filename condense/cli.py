@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from condense.benchmark import CellOutcome, CellSpec, cell_key, run_cell
 from condense.graph_benchmark import reference_for_dataset
-from evaluation.parallel import DataParallel, close, from_environment
+from evaluation.parallel import DataParallel, close, from_environment, single_or
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def _run_cells(cfg: DictConfig, device: str, parallel: DataParallel | None) -> s
         "save_set": bool(cfg.save_sets),
         "parallel": parallel,
     }
-    main = parallel is None or parallel.is_main
+    main = single_or(parallel).is_main
     outcome = run_cell(spec, **options)
     assert outcome is not None
     if main:

@@ -9,7 +9,7 @@ orders and augmentation seeds from the same generators, so all ranks see the sam
 * a part's mean loss is weighted by its share of the batch and the gradients are summed over the
   ranks (one flattened all-reduce per step), which is the gradient of the whole batch's mean loss;
 * BatchNorm layers of the students normalize with the whole batch's statistics
-  (:class:`GlobalBatchNorm`: differentiable all-reduces, on any backend, CPU included);
+  (:class:`GlobalBatchNorm`: one gather forward, one sum backward, on any backend, CPU included);
 * a batch smaller than the number of ranks is trained whole by every rank, with share
   ``1 / world_size`` and local BatchNorm statistics, so the sum is again the batch's gradient;
 * teacher labels are computed on each rank's part only (replay stores are all-gathered), and
@@ -71,11 +71,7 @@ class DataParallel:
 
     def part(self, batch_size: int) -> slice:
         """The rows of a global batch of ``batch_size`` that this rank trains on (contiguous)."""
-        if self.replicated(batch_size):
-            return slice(0, batch_size)
-        base, extra = divmod(batch_size, self.world_size)
-        start = self.rank * base + min(self.rank, extra)
-        return slice(start, start + base + (1 if self.rank < extra else 0))
+        return slice(*_part_bounds(batch_size, self.rank, self.world_size))
 
     def share(self, batch_size: int) -> float:
         """The weight of this rank's mean loss: its part's share of the batch."""
@@ -121,11 +117,8 @@ class DataParallel:
         """``value`` summed over the ranks."""
         if self.world_size == 1:
             return float(value)
-        import torch.distributed as dist
-
         tensor = torch.tensor([float(value)], dtype=torch.float64, device=self._collective_device())
-        dist.all_reduce(tensor)
-        return float(tensor.item())
+        return float(self.sum_tensor(tensor).item())
 
     def sum_tensor(self, tensor: Tensor) -> Tensor:
         """A new tensor: ``tensor`` summed over the ranks."""
@@ -170,13 +163,10 @@ class DataParallel:
         """The whole batch's rows from every rank's part (the inverse of :meth:`local`)."""
         if self.world_size == 1 or self.replicated(batch_size):
             return part
-        import torch.distributed as dist
-
         longest = -(-batch_size // self.world_size)
         padded = part.new_zeros((longest, *part.shape[1:]))
         padded[: len(part)] = part
-        pieces = [torch.empty_like(padded) for _ in range(self.world_size)]
-        dist.all_gather(pieces, padded)
+        pieces = self.gather_tensor(padded)
         rows = []
         for rank, piece in enumerate(pieces):
             start, stop = _part_bounds(batch_size, rank, self.world_size)
@@ -209,8 +199,13 @@ class DataParallel:
 
 
 def _part_bounds(batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
-    part = DataParallel(rank, world_size).part(batch_size)
-    return part.start, part.stop
+    """Rows ``[start, stop)`` of ``rank``'s part of a batch: contiguous, sizes differing by at most
+    one; the whole batch when it is smaller than ``world_size`` (replicated)."""
+    if batch_size < world_size:
+        return 0, batch_size
+    base, extra = divmod(batch_size, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
 
 
 class _GlobalBatchNormFunction(torch.autograd.Function):
