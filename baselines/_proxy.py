@@ -17,12 +17,12 @@ Each is an ``epochs x N`` tensor, rows in training-set order. The final model gi
 (herding, k-center, Moderate-DS) and last-layer gradients (GraNd, DQ).
 
 A trained proxy is cached under a folder (``cache_dir``; by default ``proxy_cache`` under
-``$CONDENSE_CACHE``, else ``./results/cache/proxy_cache``) by a hash of the recipe and the
+the cache root, :func:`data.cache.cache_root`) by a hash of the recipe and the
 training set's fingerprint, as one safetensors file written atomically (temp + rename), so every
 selector and every cell with the same training set, recipe and seed reuses it; it is trained under
 a file lock (:func:`data.cache.build_once`), so concurrent jobs train it once. The training
-wall time is stored with it and reported in each selection's provenance (``proxy_seconds``,
-``proxy_cache_hit``).
+wall time is stored with it and charged in each selection's provenance (the ``proxy`` product of
+``data.provenance.add_precomputed``).
 """
 
 from __future__ import annotations
@@ -40,16 +40,17 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as save_safetensors_bytes
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from baselines.selection import Selector
 from data import ImageDataset
 from data.cache import build_once
+from data.cache import cache_dir as product_cache_dir
 from data.methods import MethodConfig
+from data.provenance import add_precomputed
 from data.seeding import derive_seed, make_generator, seeded_torch
-from data.synthetic import Budget, SyntheticSet
 from evaluation.models import FeatureNet, create_model
 
 logger = logging.getLogger(__name__)
@@ -73,8 +74,8 @@ class ProxyConfig(MethodConfig):
         proxy_momentum: SGD momentum.
         proxy_weight_decay: SGD weight decay.
         proxy_batch_size: mini-batch size.
-        cache_dir: folder of cached proxies; ``None`` = ``$CONDENSE_CACHE/proxy_cache`` or
-            ``./results/cache/proxy_cache``.
+        cache_dir: folder of cached proxies; ``None`` = ``proxy_cache`` under the cache root
+            (:func:`data.cache.cache_root`).
     """
 
     balanced: bool = True
@@ -163,12 +164,6 @@ class ProxyRun:
             "cache_hit": self.cache_hit,
             "path": str(self.path) if self.path is not None else None,
         }
-
-
-def default_cache_dir() -> Path:
-    """``$CONDENSE_CACHE/proxy_cache`` when the variable is set, else ``./results/cache/proxy_cache``."""
-    root = os.environ.get("CONDENSE_CACHE")
-    return Path(root) / "proxy_cache" if root else Path("results") / "cache" / "proxy_cache"
 
 
 # -- per-sample statistics -------------------------------------------------------------------
@@ -268,7 +263,7 @@ def load_or_train_proxy(
     progress: bool = False,
 ) -> ProxyRun:
     """The cached proxy for (``recipe``, ``train``), trained and cached first if missing."""
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = Path(cache_dir) if cache_dir is not None else product_cache_dir("proxy_cache")
     key = recipe.cache_key(train)
     path = folder / f"{train.name}-{recipe.model}-{key}.safetensors"
     # One job trains the proxy while concurrent jobs wait and then read it (data.cache.build_once);
@@ -315,11 +310,8 @@ def _write_proxy(
         "num_images": len(train),
         "seconds": seconds,
     }
-    payload = save_safetensors_bytes(tensors, metadata={"condense_bench": json.dumps(metadata, sort_keys=True)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
+    # ``path`` is build_once's temporary, which it publishes whole (flushed, then renamed).
+    save_file(tensors, str(path), metadata={"condense_bench": json.dumps(metadata, sort_keys=True)})
 
 
 def _read_proxy(path: Path, train: ImageDataset, recipe: ProxyRecipe, key: str) -> ProxyRun:
@@ -401,10 +393,10 @@ def last_layer_gradients(
 class ProxySelector(Selector):
     """A selector that reads scores or features from a cached proxy model.
 
-    :meth:`proxy` trains or loads the proxy; :meth:`condense` adds what the proxies used by one
-    selection cost to the set's provenance: ``proxy`` (one summary per proxy), ``proxy_seconds``
-    (their training seconds, charged whether or not they came from the cache) and
-    ``proxy_cache_hit`` (all of them came from the cache).
+    :meth:`proxy` trains or loads the proxy; :meth:`charge_precomputed` adds what the proxies
+    used by one selection cost to the set's provenance: ``proxy`` (one summary per proxy) and the ``proxy``
+    product of ``precomputed`` (their training seconds, charged whether or not they came from the
+    cache, and whether all of them did).
     """
 
     config_class: ClassVar[type[MethodConfig]] = ProxyConfig
@@ -431,20 +423,14 @@ class ProxySelector(Selector):
         self._proxy_runs.append(run)
         return run
 
-    def condense(
-        self,
-        train: ImageDataset,
-        budget: Budget,
-        *,
-        seed: int,
-        device: torch.device | str = "cpu",
-        progress: bool = False,
-    ) -> SyntheticSet:
-        """Run the selection and record the proxy cost in the provenance."""
-        self._proxy_runs = []
-        synthetic = super().condense(train, budget, seed=seed, device=device, progress=progress)
+    def charge_precomputed(self, provenance: dict[str, Any]) -> None:
+        """Record the proxies this selection used and charge their training cost (then forget them)."""
         runs = [run.describe() for run in self._proxy_runs]
-        synthetic.provenance["proxy"] = runs
-        synthetic.provenance["proxy_seconds"] = float(sum(run["seconds"] for run in runs))
-        synthetic.provenance["proxy_cache_hit"] = bool(runs) and all(run["cache_hit"] for run in runs)
-        return synthetic
+        self._proxy_runs = []
+        provenance["proxy"] = runs
+        add_precomputed(
+            provenance,
+            "proxy",
+            seconds=float(sum(run["seconds"] for run in runs)),
+            cache_hit=bool(runs) and all(run["cache_hit"] for run in runs),
+        )

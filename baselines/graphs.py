@@ -85,6 +85,7 @@ class GraphSelector(GraphMethod):
         progress: bool = False,
     ) -> GraphSet:
         """Select graphs by :meth:`preference` under ``budget``; returns the validated set."""
+        budget = budget if self.uses_budget else Budget()  # the whole split, whatever was asked
         with ResourceMeter(torch.device(device)) as meter:
             indices = take_in_order(train, self.preference(train, seed=seed, device=device), budget)
         result = graph_set_of(train.subset(indices), budget=budget, provenance=self.provenance(train, seed, meter))
@@ -188,14 +189,3 @@ class FullGraphs(GraphSelector):
 
     def preference(self, train: GraphDataset, *, seed: int, device: torch.device | str) -> list[Tensor]:
         return [train.class_indices(c) for c in range(train.num_classes)]
-
-    def condense(  # type: ignore[override]
-        self,
-        train: GraphDataset,
-        budget: Budget,
-        *,
-        seed: int,
-        device: torch.device | str = "cpu",
-        progress: bool = False,
-    ) -> GraphSet:
-        return super().condense(train, Budget(), seed=seed, device=device, progress=progress)

@@ -55,6 +55,3 @@ class FullDataset(Selector):
         self, train: ImageDataset, budget: Budget, *, seed: int, device: torch.device | str = "cpu"
     ) -> Selection:
         return Selection(indices=torch.arange(len(train)))
-
-    def condense(self, train, budget, *, seed, device="cpu", progress=False):  # type: ignore[override]
-        return super().condense(train, Budget(), seed=seed, device=device, progress=progress)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -28,6 +28,9 @@ class Selector(Method):
 
     family: ClassVar[Family] = "selection"
 
+    def charge_precomputed(self, provenance: dict[str, Any]) -> None:
+        """Add the cost of the cached products the last selection used (none by default)."""
+
     @abstractmethod
     def select(
         self, train: ImageDataset, budget: Budget, *, seed: int, device: torch.device | str = "cpu"
@@ -43,7 +46,11 @@ class Selector(Method):
         device: torch.device | str = "cpu",
         progress: bool = False,
     ) -> SyntheticSet:
-        """Run :meth:`select` and wrap the chosen images as a validated set."""
+        """Run :meth:`select` and wrap the chosen images as a validated set.
+
+        A method that does not use the budget (``full``) keeps the whole set, whatever was asked.
+        """
+        budget = budget if self.uses_budget else Budget()
         with ResourceMeter(torch.device(device)) as meter:
             selection = self.select(train, budget, seed=seed, device=device)
         indices = selection.indices.long().cpu()
@@ -66,6 +73,7 @@ class Selector(Method):
             extras=extras,
             provenance=self.provenance(train, seed, meter),
         )
+        self.charge_precomputed(synthetic.provenance)
         synthetic.validate(check_budget=budget.ipc is not None and bool((train.class_counts() >= budget.ipc).all()))
         return synthetic
 

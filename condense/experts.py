@@ -28,8 +28,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,9 +42,9 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from condense._common import sample_network
+from condense._networks import sample_network
 from data import ImageDataset
-from data.cache import build_each_once
+from data.cache import build_each_once, cache_dir
 from data.seeding import derive_seed, make_generator
 from evaluation.augment import dsa_augment
 
@@ -56,12 +54,6 @@ Sharpness = Literal["none", "gsam"]
 
 #: Bump when the expert training changes, so old caches are not reused.
 EXPERT_FORMAT_VERSION = 1
-
-
-def default_cache_dir() -> Path:
-    """``$CONDENSE_CACHE/experts`` when the variable is set, else ``./results/cache/experts``."""
-    root = os.environ.get("CONDENSE_CACHE")
-    return Path(root) / "experts" if root else Path("results") / "cache" / "experts"
 
 
 @dataclass(frozen=True)
@@ -83,7 +75,7 @@ class ExpertConfig:
         adaptive: GSAM's adaptive (parameter-scaled) perturbation (official True).
         zca: the experts train on ZCA-whitened images (the caller whitens; part of the key).
         seed: the experts' seed, independent of the distillation seed so every cell shares them.
-        cache_dir: cache folder (``None``: :func:`default_cache_dir`); not part of the key.
+        cache_dir: cache folder (``None``: ``cache_dir("experts")``); not part of the key.
     """
 
     model: str = "convnet3"
@@ -296,19 +288,6 @@ class ExpertTrajectories:
         }
 
 
-def _atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path) -> None:
-    """Write a safetensors file to a temporary name in the same folder, then ``os.replace`` it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata=metadata)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def _read_metadata(path: Path) -> dict[str, str]:
     with safe_open(str(path), framework="pt") as handle:
         return dict(handle.metadata() or {})
@@ -324,7 +303,7 @@ def load_or_train_experts(
     """The experts of ``config`` on ``train``: read from the cache, training only the missing ones."""
     device = torch.device(device)
     key = cache_key(config, train)
-    folder = Path(config.cache_dir) if config.cache_dir is not None else default_cache_dir()
+    folder = Path(config.cache_dir) if config.cache_dir is not None else cache_dir("experts")
     folder = folder / key
     layout = ParameterLayout.of(sample_network(config.model, train, 0, "cpu"))
     # One job trains each expert; concurrent jobs needing the same buffer train the others
@@ -348,7 +327,8 @@ def load_or_train_experts(
             trajectory = train_expert(train, config, index, device=device, progress=progress)
             elapsed = time.perf_counter() - started
             metadata = {"seconds": repr(elapsed), "config": json.dumps(config.key_dict(), default=str)}
-            _atomic_save({"trajectory": trajectory.contiguous()}, metadata, temporary)
+            # build_once publishes the temporary whole (flushed, then renamed).
+            save_file({"trajectory": trajectory.contiguous()}, str(temporary), metadata=metadata)
             loaded.update(trajectory=trajectory, seconds=elapsed)
 
         entries.append((path, build, read_valid))

@@ -4,7 +4,7 @@
 images and a few *universal feature compensators* (UFCs), each shared by every class:
 
 1. ``M`` BatchNorm teachers of different architectures, trained on the whole training split
-   (cached; their cost is charged as ``teacher_seconds``).
+   (cached; their cost is charged as the ``teacher`` product).
 2. The budget: ``ipc_init = int(ipc / (M / K + 1))`` base sets (K classes), each one random real
    image per class, and one compensator per (base set, teacher): ``ipc_init * (K + M) <= ipc * K``
    stored images.
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from condense._common import IPCDistiller
+from condense._synthesizer import IPCDistiller
 from condense.recover import (
     RecoverSettings,
     RecoverTrace,
@@ -47,7 +47,7 @@ from data.methods import MethodConfig, register_method
 from data.provenance import ResourceMeter
 from data.seeding import derive_seed, make_generator
 from data.synthetic import Budget, SyntheticSet
-from evaluation.teachers import load_or_train_teachers, teacher_provenance
+from evaluation.teachers import charge_teachers, load_or_train_teachers
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class INFER(IPCDistiller):
             decoder={"name": "compensators", "architectures": architectures},
         )
         provenance = self.provenance(train, seed, meter)
-        provenance.update(teacher_provenance(teachers))
+        charge_teachers(provenance, teachers)
         provenance["teachers"] = [t.describe() for t in teachers]
         provenance["distillation"] = {
             "base_sets": base_sets,

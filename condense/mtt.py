@@ -28,19 +28,15 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from condense._common import (
-    DistillationRun,
-    DivergenceError,
-    InitKind,
-    Synthesizer,
-    SynthesizerConfig,
-    has_batchnorm,
-    resolve_strategy,
-    sample_network,
-)
+from condense._augment import resolve_strategy
+from condense._config import InitKind, SynthesizerConfig
+from condense._networks import has_batchnorm, sample_network
+from condense._run import DistillationRun, DivergenceError
+from condense._synthesizer import Synthesizer
 from condense.experts import ExpertConfig, ExpertTrajectories, ParameterLayout, Sharpness, load_or_train_experts
 from data import ImageDataset
 from data.methods import register_method
+from data.provenance import add_precomputed
 from data.seeding import make_generator
 from data.synthetic import SyntheticSet
 from data.zca import ZCAWhitening, whiten_dataset
@@ -134,8 +130,8 @@ class TrajectoryConfig(SynthesizerConfig):
         expert_lr: the experts' SGD learning rate (``buffer.py --lr_teacher`` 0.01).
         expert_batch: the experts' batch (256).
         expert_seed: the experts' seed (shared by all cells, whatever the distillation seed).
-        expert_cache_dir: expert cache folder (``None``: ``$CONDENSE_CACHE/experts`` or
-            ``./results/cache/experts``); not part of the cell key.
+        expert_cache_dir: expert cache folder (``None``: ``experts`` under the cache root,
+            :func:`data.cache.cache_root`); not part of the cell key.
         zca: ZCA whitening (official on CIFAR; ``data.zca``): fitted on the training set, used by the
             experts and the distillation, stored in the set so the evaluation whitens the test set.
     """
@@ -259,6 +255,7 @@ class TrajectorySynthesizer(Synthesizer):
         if zca is not None:
             synthetic.extras.update(zca.extras())
         synthetic.provenance["experts"] = experts.summary()
+        add_precomputed(synthetic.provenance, "experts", seconds=experts.build_seconds, cache_hit=experts.cache_hit)
         synthetic.provenance["trajectory"] = {
             "learned_lr": synthetic.learned_lr,
             "skipped_updates": state.skipped,

@@ -27,14 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from condense._common import IPCDistiller, class_labels
+from condense._data import class_labels
+from condense._synthesizer import IPCDistiller
 from condense.recover import teacher_config
 from data import ImageDataset
 from data.methods import MethodConfig, register_method
 from data.provenance import ResourceMeter
 from data.seeding import derive_seed, make_generator
 from data.synthetic import Budget, SyntheticSet
-from evaluation.teachers import load_or_train_teacher, teacher_provenance
+from evaluation.teachers import charge_teachers, load_or_train_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ class RDED(IPCDistiller):
         set_images = torch.cat(images)
         labels = class_labels(train.num_classes, ipc)
         provenance = self.provenance(train, seed, meter)
-        provenance.update(teacher_provenance([observer]))
+        charge_teachers(provenance, [observer])
         provenance["teacher"] = observer.describe()
         all_kept = torch.cat(kept_losses)
         provenance["distillation"] = {

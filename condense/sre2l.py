@@ -1,7 +1,7 @@
 """SRe2L (Yin, Xing, Shen; NeurIPS 2023) and CDA (Yin & Shen, TMLR 2024): squeeze, recover, relabel.
 
 * **Squeeze**: a BatchNorm teacher trained on the whole training split (cached, shared by every
-  cell that asks for the same recipe; its cost is charged as ``teacher_seconds``).
+  cell that asks for the same recipe; its cost is charged as the ``teacher`` product).
 * **Recover**: for every ipc index and every batch of (up to ``batch_size``) classes, one image
   per class starts as Gaussian noise in normalized space and is optimized by
   :func:`condense.recover.recover` (CE + ``r_bn`` BN matching, first layer x10, Adam with betas
@@ -27,7 +27,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from condense._common import IPCDistiller, class_labels
+from condense._data import class_labels
+from condense._synthesizer import IPCDistiller
 from condense.recover import (
     CURRICULA,
     RecoverSettings,
@@ -45,7 +46,7 @@ from data.provenance import ResourceMeter
 from data.seeding import derive_seed, make_generator
 from data.synthetic import Budget, SyntheticSet
 from evaluation.augment import strategy_for
-from evaluation.teachers import load_or_train_teacher, teacher_provenance
+from evaluation.teachers import charge_teachers, load_or_train_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ class SRe2L(IPCDistiller):
         images = torch.stack([image for rows in per_class for image in rows])
         labels = class_labels(train.num_classes, ipc)
         provenance = self.provenance(train, seed, meter)
-        provenance.update(teacher_provenance([teacher]))
+        charge_teachers(provenance, [teacher])
         provenance["teacher"] = teacher.describe()
         provenance["distillation"] = recovery_summary(trace, settings, teacher.model, images, device)
         synthetic = SyntheticSet(

@@ -1,12 +1,15 @@
 """Datasets, synthetic sets, budgets and the registry helper shared by the whole suite."""
 
-# Importing the loader module registers the file-based datasets.
-from data import loaders as _loaders  # noqa: E402,F401
+# Importing the loaders and the graph package registers the file-based and the graph datasets.
+from data import graphs as _graphs  # noqa: F401
+from data import loaders as _loaders  # noqa: F401
 from data._registry import Registry
 from data.datasets import (
     DATASETS,
     DatasetSplits,
     RawSplits,
+    check_dataset_options,
+    dataset_modality,
     default_data_root,
     list_datasets,
     load_dataset,
@@ -20,7 +23,9 @@ __all__ = [
     "ImageDataset",
     "RawSplits",
     "Registry",
+    "check_dataset_options",
     "class_balanced_indices",
+    "dataset_modality",
     "default_data_root",
     "list_datasets",
     "load_dataset",

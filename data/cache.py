@@ -32,12 +32,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import socket
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+from data.files import remove_path, writing
 
 try:
     import fcntl
@@ -48,6 +48,22 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two tries while another process holds a lock (waits with a timeout).
 POLL_SECONDS = 0.2
+#: Environment variable naming the cache root (the benchmark sets it to ``<results_dir>/cache``).
+CACHE_ENV_VAR = "CONDENSE_CACHE"
+
+
+def cache_root() -> Path:
+    """The root of every cache: ``$CONDENSE_CACHE``, else ``$XDG_CACHE_HOME/condense`` or ``~/.cache/condense``."""
+    root = os.environ.get(CACHE_ENV_VAR)
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "condense"
+
+
+def cache_dir(product: str) -> Path:
+    """The folder of one kind of cached product (``teachers``, ``experts``, ``proxy_cache``)."""
+    return cache_root() / product
 
 
 class LockTimeout(TimeoutError):
@@ -178,18 +194,10 @@ def build_once(
             if _check(is_valid, path):
                 return True
             logger.warning("cache entry %s is incomplete or unreadable (a killed job?); rebuilding it", path)
-            _remove(path)
+            remove_path(path)
         _remove_stale_temporaries(path)
-        temporary = path.with_name(f".{path.name}.build-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-        try:
+        with writing(path, tag="build-") as temporary:
             build(temporary)
-            if not temporary.exists():
-                raise RuntimeError(f"building {path} wrote nothing at {temporary}")
-            _fsync(temporary)
-            os.replace(temporary, path)
-        finally:
-            if temporary.exists():
-                _remove(temporary)
         return False
 
 
@@ -233,28 +241,10 @@ def _check(is_valid: Callable[[Path], bool], path: Path, *, quiet: bool = False)
         return False
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def _remove_stale_temporaries(path: Path) -> None:
     """Temporaries of ``path`` that a killed builder left (safe: the caller holds the lock), and
     the temporaries of a writer that ``build`` itself wrote through (``.<temporary name>.*``)."""
     stale_temporaries = [*path.parent.glob(f".{path.name}.build-*"), *path.parent.glob(f"..{path.name}.build-*")]
     for stale in stale_temporaries:
         logger.info("removing %s, left by an interrupted build", stale)
-        _remove(stale)
-
-
-def _fsync(path: Path) -> None:
-    """Flush a built file to disk before it is published (folders: their files)."""
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    for file in files:
-        descriptor = os.open(file, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        remove_path(stale)

@@ -1,16 +1,19 @@
-"""Dataset registry: ``load_dataset(name, ...)`` returns class-balanced train/val/test splits.
+"""The dataset registry, images and graphs alike: ``load_dataset(name, ...)`` returns seeded splits.
 
-A loader returns :class:`RawSplits` (pixels in ``[0, 1]``); this module normalizes them with the
-dataset's official mean/std and carves the seeded, class-balanced validation split from train.
+Every dataset is registered with its modality. An image loader returns :class:`RawSplits` (pixels
+in ``[0, 1]``); this module normalizes them with the dataset's official mean/std and carves the
+seeded, class-balanced validation split from train. Graph datasets (``data.graphs``) register
+their own splitter (a seeded stratified train/val/test split).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -46,18 +49,85 @@ class DatasetSplits(NamedTuple):
     test: ImageDataset
 
 
-Loader = Callable[..., RawSplits]
-DATASETS: Registry[Loader] = Registry("dataset")
+Loader = Callable[..., Any]
+#: Turns what a loader returned into ``(train, val, test)``: ``split(raw, name=, seed=, **split_options)``.
+Splitter = Callable[..., Any]
 
 
-def register_dataset(name: str) -> Callable[[Loader], Loader]:
-    """Decorator registering a loader ``fn(root: Path | None, download: bool, **options)``."""
-    return DATASETS.register(name)  # type: ignore[return-value]
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset: its loader, its modality and how its splits are made.
+
+    Attributes:
+        loader: ``fn(root: Path | None, download: bool, **options)`` returning the raw data.
+        modality: ``image`` (the loader returns :class:`RawSplits`) or ``graph``.
+        splitter: makes the train/val/test splits from the raw data.
+        split_options: the options ``splitter`` takes (``val_fraction``, ...), with their defaults.
+    """
+
+    loader: Loader
+    modality: str
+    splitter: Splitter
+    split_options: tuple[tuple[str, Any], ...]
+
+    def options(self) -> list[str]:
+        """Every option ``load_dataset`` accepts for this dataset."""
+        parameters = inspect.signature(self.loader).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            loader_options = {n for n in parameters if parameters[n].kind is not inspect.Parameter.VAR_KEYWORD}
+        else:
+            loader_options = set(parameters)
+        return sorted({"root", "download", *loader_options, *(name for name, _ in self.split_options)})
+
+    def load(self, name: str, *, root: Path | None, download: bool, seed: int, **options: Any) -> Any:
+        """Read the files and make the seeded splits."""
+        split = {key: options.pop(key, default) for key, default in self.split_options}
+        raw = self.loader(root=root, download=download, **options)
+        return self.splitter(raw, name=name, seed=seed, **split)
 
 
-def list_datasets(pattern: str = "*") -> list[str]:
-    """Registered image dataset names."""
-    return DATASETS.names(pattern)
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
+
+
+def register_dataset(
+    name: str,
+    *,
+    modality: str = "image",
+    splitter: Splitter | None = None,
+    split_options: tuple[tuple[str, Any], ...] = (("val_fraction", 0.1),),
+) -> Callable[[Loader], Loader]:
+    """Decorator registering a loader ``fn(root: Path | None, download: bool, **options)``.
+
+    Image loaders return :class:`RawSplits`, normalized and split by :func:`normalize_and_split`;
+    other modalities pass their own ``splitter`` and its ``split_options``.
+    """
+
+    def _register(loader: Loader) -> Loader:
+        DATASETS.register(name, DatasetEntry(loader, modality, splitter or normalize_and_split, split_options))
+        return loader
+
+    return _register
+
+
+def list_datasets(pattern: str = "*", *, modality: str | None = None) -> list[str]:
+    """Registered dataset names, optionally of one modality (``image`` or ``graph``)."""
+    return [n for n in DATASETS.names(pattern) if modality is None or DATASETS.get(n).modality == modality]
+
+
+def dataset_modality(name: str) -> str:
+    """``image`` or ``graph``: the data dataset ``name`` holds (unknown names list the valid ones)."""
+    return DATASETS.get(name).modality
+
+
+def check_dataset_options(name: str, options: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming every option dataset ``name`` does not take."""
+    valid = DATASETS.get(name).options()
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"dataset {name!r} has no option(s) {', '.join(f'dataset.{u}' for u in unknown)}; valid options: "
+            f"{', '.join(valid)}"
+        )
 
 
 def default_data_root() -> Path:
@@ -71,28 +141,29 @@ def load_dataset(
     root: str | os.PathLike[str] | None = None,
     download: bool = False,
     seed: int = 0,
-    val_fraction: float = 0.1,
-    **options: object,
-) -> DatasetSplits:
-    """Load a registered dataset as normalized train/val/test splits.
+    **options: Any,
+) -> Any:
+    """Load a registered dataset (images or graphs) as seeded train/val/test splits.
 
     Args:
         name: registry name (see :func:`list_datasets`).
         root: folder holding the files; defaults to ``$CONDENSE_DATA`` or ``./datasets``.
         download: allow fetching the files (needs internet; off by default).
-        seed: seeds the class-balanced validation split carved from train.
-        val_fraction: share of each training class moved to the validation split.
-        **options: loader-specific options (e.g. ``image_size`` for ``imagefolder``).
+        seed: seeds the validation (and, for graphs, test) split.
+        **options: split options (``val_fraction``: share of each training class moved to the
+            validation split; graphs also ``test_fraction``) and loader options (``image_size``
+            for ``imagefolder``, ``tu_name`` for ``tu``).
 
     Returns:
-        ``(train, val, test)``; the test split is the dataset's official one.
+        ``(train, val, test)``: :class:`DatasetSplits` of images (the test split is the dataset's
+        official one) or ``GraphSplits`` (a seeded stratified split).
     """
-    loader = DATASETS.get(name)
-    raw = loader(root=Path(root).expanduser() if root is not None else None, download=download, **options)
-    return normalize_and_split(raw, name=name, seed=seed, val_fraction=val_fraction)
+    check_dataset_options(name, {"root": root, "download": download, **options})
+    folder = Path(root).expanduser() if root is not None else None
+    return DATASETS.get(name).load(name, root=folder, download=download, seed=seed, **options)
 
 
-def normalize_and_split(raw: RawSplits, *, name: str, seed: int, val_fraction: float) -> DatasetSplits:
+def normalize_and_split(raw: RawSplits, *, name: str, seed: int, val_fraction: float = 0.1) -> DatasetSplits:
     """Normalize ``raw`` with its (or train-computed) mean/std and carve the validation split."""
     train_images = raw.train_images.float()
     channels = train_images.shape[1]

@@ -1,8 +1,17 @@
 """The one method registry shared by synthesizers (``condense``) and selectors (``baselines``).
 
 Every method has a typed config dataclass with its official defaults; ``create_method(name,
-**overrides)`` builds it. A method turns a training set and a :class:`Budget` into a
-:class:`SyntheticSet` through :meth:`Method.condense`.
+**overrides)`` builds it, checking each option against the dataclass's annotations. A method
+turns a training set and a :class:`Budget` into a compressed set through :meth:`Method.condense`.
+
+The registry fills itself on first use: it imports the suite's method packages (``condense``,
+``baselines``) and loads every method that an installed package declares in the entry-point group
+``condense_bench.methods``, e.g. in that package's ``pyproject.toml``::
+
+    [project.entry-points."condense_bench.methods"]
+    my_method = "my_package.methods:MyMethod"   # a Method subclass, registered as "my_method"
+
+A plugin method runs in sweeps, records and tables like a built-in one.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from data._registry import Registry
+from data._typed import build_typed
 from data.image import ImageDataset
 from data.provenance import ResourceMeter, method_provenance
 from data.synthetic import Budget, SyntheticSet
@@ -74,7 +84,23 @@ class Method(ABC):
         )
 
 
-METHODS: Registry[type[Method]] = Registry("method")
+#: Entry-point group under which installed packages declare their methods.
+METHOD_ENTRY_POINTS = "condense_bench.methods"
+
+
+def _method_class(name: str, declared: Any) -> type[Method]:
+    """A plugin's declared object as a method class registered under ``name``."""
+    if not (isinstance(declared, type) and issubclass(declared, Method)):
+        raise TypeError(f"method plugin {name!r} must name a Method subclass, got {declared!r}")
+    if declared.name and declared.name != name:
+        raise ValueError(f"method plugin {name!r} names a class already registered as {declared.name!r}")
+    declared.name = name
+    return declared
+
+
+METHODS: Registry[type[Method]] = Registry(
+    "method", providers=("condense", "baselines"), entry_point_group=METHOD_ENTRY_POINTS, adapt=_method_class
+)
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
@@ -92,12 +118,8 @@ def build_method(name: str, **overrides: Any) -> Method:
     """Instantiate method ``name`` with its default config updated by ``overrides``.
 
     Raises:
-        ValueError: unknown method (lists the valid ones) or unknown option (lists the fields).
+        ValueError: unknown method (lists the valid ones), unknown option (lists the fields), or
+            an option of the wrong type (names it: ``method.iterations must be an integer``).
     """
     cls = METHODS.get(name)
-    fields = {f.name for f in dataclasses.fields(cls.config_class)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        valid = ", ".join(sorted(fields)) or "(none)"
-        raise ValueError(f"method {name!r} has no option(s) {', '.join(unknown)}; valid options: {valid}")
-    return cls(cls.config_class(**overrides))
+    return cls(build_typed(cls.config_class, overrides, path="method", owner=f"method {name!r}"))

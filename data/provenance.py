@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from data.devices import describe_device
+
 SUITE_DISTRIBUTION = "condense-bench"
 
 
@@ -57,13 +59,6 @@ def git_revision(start: Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}-dirty" if dirty else commit or None
-
-
-def describe_device(device: torch.device) -> str:
-    """``cpu (N threads)`` or the CUDA device name."""
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
 
 
 def _current_rss_bytes() -> int | None:
@@ -157,4 +152,44 @@ def method_provenance(
         "peak_memory_bytes": meter.peak_memory_bytes,
         "peak_memory_kind": meter.memory_kind,
         "device": describe_device(meter.device),
+    }
+
+
+#: Where a provenance block lists the cached products it used (teachers, experts, proxy models).
+PRECOMPUTED_KEY = "precomputed"
+
+
+def add_precomputed(provenance: dict[str, Any], product: str, *, seconds: float, cache_hit: bool) -> None:
+    """Charge a cached product (``teacher``, ``experts``, ``proxy``) to ``provenance``.
+
+    Its build cost is charged whether this run built it or found it cached; a product used twice
+    adds up its seconds, and is a cache hit only if every use was.
+    """
+    products = provenance.setdefault(PRECOMPUTED_KEY, {})
+    earlier = products.get(product)
+    if earlier is not None:
+        seconds += float(earlier["seconds"])
+        cache_hit = cache_hit and bool(earlier["cache_hit"])
+    products[product] = {"seconds": float(seconds), "cache_hit": bool(cache_hit)}
+
+
+def merge_provenance(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """``first`` updated by ``second``, their cached products charged together."""
+    merged = {**first, **second, PRECOMPUTED_KEY: {}}
+    for block in (first, second):
+        for product, cost in block.get(PRECOMPUTED_KEY, {}).items():
+            add_precomputed(merged, product, seconds=cost["seconds"], cache_hit=cost["cache_hit"])
+    if not merged[PRECOMPUTED_KEY]:
+        merged.pop(PRECOMPUTED_KEY)
+    return merged
+
+
+def precomputed_costs(provenance: dict[str, Any]) -> dict[str, Any]:
+    """The record costs of the cached products a run used: total seconds, and whether all were hits."""
+    products = provenance.get(PRECOMPUTED_KEY, {})
+    if not products:
+        return {}
+    return {
+        "precompute_seconds": float(sum(cost["seconds"] for cost in products.values())),
+        "precompute_cache_hit": all(bool(cost["cache_hit"]) for cost in products.values()),
     }

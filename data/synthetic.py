@@ -1,7 +1,8 @@
 """``Budget`` and ``SyntheticSet``: the compressed training set every method produces.
 
 A set is saved as one safetensors file (tensors) with its metadata as JSON in the safetensors
-header, so loading a set never runs code. ``.pt`` files are read with ``weights_only=True``.
+header (:mod:`data.setfile`), so loading a set never runs code. ``.pt`` files are read with
+``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -15,15 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor
 
+from data.files import write_bytes_atomic, writing
 from data.image import pixel_bounds
+from data.setfile import FORMAT_NAME, FORMAT_VERSION, METADATA_KEY, check_metadata, decode_set_file, encode_set_file
 
-FORMAT_NAME = "condense-bench/synthetic-set"
-FORMAT_VERSION = 1
 #: Training-time samplers the evaluation protocol knows (see ``evaluation.protocols``).
 TRAINING_SAMPLERS = ("rs2",)
 #: Extras a decoder consumes (the decoded set no longer carries them).
@@ -211,13 +209,14 @@ class SyntheticSet:
             "decoder": self.decoder,
         }
 
-    def to_bytes(self) -> bytes:
-        """The safetensors serialization (what :meth:`save` writes)."""
+    def _tensors(self) -> dict[str, Tensor]:
         tensors = {"images": self.images, "labels": self.labels}
         tensors.update({f"extras.{k}": v for k, v in self.extras.items()})
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        metadata = {"condense_bench": json.dumps(self._metadata(), sort_keys=True)}
-        return save_safetensors_bytes(tensors, metadata=metadata)
+        return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+    def to_bytes(self) -> bytes:
+        """The set-file serialization (:mod:`data.setfile`; what :meth:`save` writes)."""
+        return encode_set_file(self._tensors(), self._metadata())
 
     def num_bytes(self) -> int:
         """Bytes the set occupies on disk, soft labels and extras included.
@@ -233,13 +232,8 @@ class SyntheticSet:
         return len(self.to_bytes())
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the set to ``path`` (``.safetensors``) atomically; returns the path."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(self.to_bytes())
-        os.replace(tmp, target)
-        return target
+        """Write the set to ``path`` (``.safetensors``) whole (``data.files``); returns the path."""
+        return write_bytes_atomic(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SyntheticSet:
@@ -254,15 +248,8 @@ class SyntheticSet:
             raise FileNotFoundError(f"no synthetic set at {source}")
         if source.suffix == ".pt":
             return cls._load_torch(source)
-        raw = source.read_bytes()
-        try:
-            tensors = load_safetensors_bytes(raw)
-            metadata_json = _safetensors_metadata(raw).get("condense_bench")
-        except (SafetensorError, ValueError, OverflowError) as error:
-            raise ValueError(f"{source} is not a safetensors synthetic set: {error}") from None
-        if metadata_json is None:
-            raise ValueError(f"{source} is a safetensors file without synthetic-set metadata")
-        return cls._from_parts(tensors, json.loads(metadata_json), source)
+        tensors, metadata = decode_set_file(source.read_bytes(), source)
+        return cls._from_parts(tensors, metadata, source)
 
     @classmethod
     def _load_torch(cls, source: Path) -> SyntheticSet:
@@ -272,26 +259,20 @@ class SyntheticSet:
             raise ValueError(f"{source} refused: not a weights-only synthetic set ({error})") from None
         if not isinstance(payload, dict) or "tensors" not in payload or "metadata" not in payload:
             raise ValueError(f"{source} is not a synthetic set (expected keys 'tensors' and 'metadata')")
-        return cls._from_parts(payload["tensors"], json.loads(payload["metadata"]), source)
+        tensors = payload["tensors"]
+        if not isinstance(tensors, dict) or not all(isinstance(v, Tensor) for v in tensors.values()):
+            raise ValueError(f"{source} is not a synthetic set ('tensors' must map names to tensors)")
+        return cls._from_parts(tensors, check_metadata({METADATA_KEY: payload["metadata"]}, source), source)
 
     def save_torch(self, path: str | os.PathLike[str]) -> Path:
         """Write a ``.pt`` file loadable with ``torch.load(weights_only=True)``."""
-        target = Path(path)
-        tensors = {"images": self.images, "labels": self.labels}
-        tensors.update({f"extras.{k}": v for k, v in self.extras.items()})
-        payload = {
-            "tensors": {k: v.detach().cpu() for k, v in tensors.items()},
-            "metadata": json.dumps(self._metadata(), sort_keys=True),
-        }
-        torch.save(payload, target)
-        return target
+        payload = {"tensors": self._tensors(), "metadata": json.dumps(self._metadata(), sort_keys=True)}
+        with writing(path) as temporary:
+            torch.save(payload, temporary)
+        return Path(path)
 
     @classmethod
     def _from_parts(cls, tensors: dict[str, Tensor], meta: dict[str, Any], source: Path) -> SyntheticSet:
-        if meta.get("format") != FORMAT_NAME:
-            raise ValueError(f"{source}: unknown format {meta.get('format')!r}")
-        if int(meta.get("format_version", -1)) > FORMAT_VERSION:
-            raise ValueError(f"{source}: format version {meta['format_version']} is newer than {FORMAT_VERSION}")
         if "images" not in tensors or "labels" not in tensors:
             raise ValueError(f"{source}: missing images or labels")
         extras = {k.removeprefix("extras."): v for k, v in tensors.items() if k.startswith("extras.")}
@@ -310,14 +291,3 @@ class SyntheticSet:
         )
         result.validate(check_budget=False)
         return result
-
-
-def _safetensors_metadata(raw: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors buffer (the header is JSON, read without code)."""
-    if len(raw) < 8:
-        raise ValueError("file too short")
-    header_len = int.from_bytes(raw[:8], "little")
-    if header_len <= 0 or 8 + header_len > len(raw):
-        raise ValueError("bad header length")
-    header = json.loads(raw[8 : 8 + header_len])
-    return dict(header.get("__metadata__") or {})

@@ -10,8 +10,8 @@ accuracy, seconds it took). The folder is built once under a file lock and publi
 are read with safetensors, or ``torch.load(weights_only=True)`` for a user's ``.pt`` file, so
 loading a teacher never runs code.
 
-Methods that use a teacher report ``teacher_seconds`` (the build cost, charged whether built or
-loaded) and ``teacher_cache_hit`` in their provenance.
+Methods that use a teacher charge its build cost (whether built or loaded) to their provenance
+(:func:`charge_teachers`, the ``teacher`` product of ``data.provenance.add_precomputed``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from data import ImageDataset
-from data.cache import build_once
+from data.cache import build_once, cache_dir
+from data.provenance import add_precomputed
 from data.seeding import derive_seed, make_generator, seeded_torch
 from evaluation.augment import DSAParams, dsa_augment, strategy_for
 from evaluation.models import create_model
@@ -45,12 +46,6 @@ logger = logging.getLogger(__name__)
 TEACHER_FORMAT_VERSION = 1
 WEIGHTS_NAME = "teacher.safetensors"
 META_NAME = "teacher.json"
-
-
-def default_cache_dir() -> Path:
-    """``$CONDENSE_CACHE/teachers``, else ``~/.cache/condense/teachers``."""
-    root = os.environ.get("CONDENSE_CACHE")
-    return Path(root) / "teachers" if root else Path.home() / ".cache" / "condense" / "teachers"
 
 
 @dataclass(frozen=True)
@@ -68,7 +63,7 @@ class TeacherConfig:
         seed: the teacher's seed, independent of the cell seed so every cell shares it.
         path: a user's weights file (``.safetensors`` or a weights-only ``.pt`` state dict);
             when set nothing is trained and the other recipe fields are not used.
-        cache_dir: cache folder (``None``: :func:`default_cache_dir`); not part of the key.
+        cache_dir: cache folder (``None``: ``cache_dir("teachers")``); not part of the key.
     """
 
     model: str = "convnet3"
@@ -226,7 +221,7 @@ def load_or_train_teacher(
         test_acc = accuracy(model, test.images, test.labels, device=device) if test is not None else None
         return Teacher(_freeze(model), config, val_acc, test_acc, 0.0, True, Path(config.path))
 
-    folder = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    folder = Path(config.cache_dir) if config.cache_dir else cache_dir("teachers")
     entry = folder / cache_key(config, train)
 
     def is_valid(path: Path) -> bool:
@@ -307,9 +302,11 @@ def load_or_train_teachers(
     return model, teachers
 
 
-def teacher_provenance(teachers: Sequence[Teacher]) -> dict[str, Any]:
-    """``teacher_seconds`` / ``teacher_cache_hit`` for ``condense.benchmark.precompute_costs``."""
-    return {
-        "teacher_seconds": float(sum(t.seconds for t in teachers)),
-        "teacher_cache_hit": all(t.cache_hit for t in teachers),
-    }
+def charge_teachers(provenance: dict[str, Any], teachers: Sequence[Teacher]) -> None:
+    """Charge the teachers' build cost to ``provenance`` (``data.provenance.add_precomputed``)."""
+    add_precomputed(
+        provenance,
+        "teacher",
+        seconds=float(sum(t.seconds for t in teachers)),
+        cache_hit=all(t.cache_hit for t in teachers),
+    )

@@ -42,7 +42,7 @@ from evaluation.augment import DSAParams, dsa_augment, strategy_for
 from evaluation.kd.trainer import StudentRecipe, run_epochs
 from evaluation.models import create_model
 from evaluation.parallel import DataParallel, single_or
-from evaluation.teachers import TeacherConfig, load_or_train_teachers, teacher_provenance
+from evaluation.teachers import TeacherConfig, charge_teachers, load_or_train_teachers
 from evaluation.train import accuracy
 
 LabelSource = Literal["hard", "stored", "online", "replay"]
@@ -420,7 +420,8 @@ def evaluate_soft(
             config.teachers, train, val=val, test=test, device=device, progress=progress
         )
         details["teachers"] = [member.describe() for member in members]
-        details["provenance"] = teacher_provenance(members)
+        details["provenance"] = {}
+        charge_teachers(details["provenance"], members)
     stored_logits = None
     if source == "stored":
         if labels.is_floating_point():

@@ -1,0 +1,295 @@
+"""Image protocols: train the evaluation models on a compressed image set, test once at the end.
+
+A protocol is a fixed recipe, not per-method tuning: the evaluation models, how many are
+trained per set, the optimizer schedule, the augmentation, and how many epochs the whole
+dataset (the ``full`` reference) is trained for. Only the final-epoch test accuracy is used.
+The recipes are data (``configs/protocol/*.yaml``); this module runs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+from data import ImageDataset
+from data.seeding import derive_seed, make_generator, seeded_torch
+from data.synthetic import SyntheticSet
+from data.zca import whiten_like
+from evaluation.augment import DSAParams, dsa_augment, strategy_for
+from evaluation.kd.soft import SoftLabelConfig, evaluate_soft
+from evaluation.kd.trainer import StudentRecipe
+from evaluation.models import create_model
+from evaluation.parallel import DataParallel, single_or
+from evaluation.protocols.base import EvaluationProtocol, EvaluationResult, ModelResult
+from evaluation.train import EpochSampler, TrainRecipe, accuracy, train_classifier
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageProtocol(EvaluationProtocol):
+    """A fixed evaluation recipe for image sets (hard labels, or soft labels with ``soft``).
+
+    Attributes:
+        recipe: optimizer and schedule for compressed sets (SGD with one step decay; with
+            ``soft``, ``soft.optimizer`` and ``soft.schedule`` replace SGD and the step).
+        full_data_epochs: epochs for the whole training set (the ``full`` reference row).
+        augmentation: ``"dsa"`` (per-image DSA, no flip on digits) or ``"none"``.
+        use_learned_lr: train with a set's learned learning rate when it has one.
+        soft: soft-label training (label source, criterion, teacher, optimizer); ``None`` for the
+            hard-label protocols. With it, ``augmentation`` is ``soft.augmentation``.
+    """
+
+    modality: ClassVar[str] = "image"
+
+    recipe: TrainRecipe
+    full_data_epochs: int
+    augmentation: Literal["dsa", "none"] = "dsa"
+    use_learned_lr: bool = True
+    soft: SoftLabelConfig | None = None
+
+    def config_dict(self) -> dict[str, Any]:
+        """JSON-able resolved recipe (stored in every record); hard-label protocols have no ``soft``."""
+        data = super().config_dict()
+        if self.soft is None:
+            data.pop("soft")
+        return data
+
+    def evaluate(
+        self,
+        compressed: SyntheticSet,
+        test: ImageDataset,
+        *,
+        seed: int,
+        device: torch.device | str = "cpu",
+        progress: bool = False,
+        train: ImageDataset | None = None,
+        val: ImageDataset | None = None,
+        parallel: DataParallel | None = None,
+    ) -> EvaluationResult:
+        """See :func:`evaluate_image_set`."""
+        return evaluate_image_set(
+            compressed, test, self, seed=seed, device=device, progress=progress, train=train, val=val, parallel=parallel
+        )
+
+
+@dataclass(frozen=True)
+class ImageModelResult(ModelResult):
+    """The runs of one model on an image set, and the learning rate they trained with."""
+
+    lr: float = 0.0
+    used_learned_lr: bool = False
+
+
+def evaluate_image_set(
+    synthetic: SyntheticSet,
+    test: ImageDataset,
+    protocol: ImageProtocol,
+    *,
+    seed: int,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    train: ImageDataset | None = None,
+    val: ImageDataset | None = None,
+    parallel: DataParallel | None = None,
+) -> EvaluationResult:
+    """Train every evaluation model of ``protocol`` on ``synthetic``; test each once at the end.
+
+    Each of the ``num_models`` models gets its own seed derived from ``seed``, the model name and
+    its index, so two runs of the same cell give the same accuracies. Soft-label protocols need
+    ``train`` (the whole training split) to build their teacher(s); ``val`` only measures them.
+    Under ``parallel`` (the ranks of a ``torchrun`` group, all calling this with the same set) every
+    model is trained data-parallel with the same recipe and batches (:mod:`evaluation.parallel`).
+    """
+    synthetic.validate(image_shape=test.image_shape, check_budget=False)
+    # A set distilled on ZCA-whitened images carries its transform: every split gets the same one.
+    test = whiten_like(synthetic.extras, test)
+    train = None if train is None else whiten_like(synthetic.extras, train)
+    val = None if val is None else whiten_like(synthetic.extras, val)
+    # Parametrized sets (IDM's partitions) train on their decoded images.
+    synthetic = synthetic.decoded()
+    device = torch.device(device)
+    if protocol.soft is not None:
+        return _evaluate_soft_protocol(
+            synthetic,
+            test,
+            protocol,
+            seed=seed,
+            device=device,
+            progress=progress,
+            train=train,
+            val=val,
+            parallel=parallel,
+        )
+    epochs = protocol.full_data_epochs if synthetic.budget.is_full else protocol.recipe.epochs
+    sampler_factory = None
+    if synthetic.sampler is not None:
+        epochs, sampler_factory = rs2_schedule(synthetic, protocol)
+    lr = protocol.recipe.lr
+    used_learned_lr = protocol.use_learned_lr and synthetic.learned_lr is not None
+    if used_learned_lr:
+        lr = float(synthetic.learned_lr)  # type: ignore[arg-type]
+    recipe = dataclasses.replace(protocol.recipe, epochs=epochs, lr=lr)
+    augment = None
+    if protocol.augmentation == "dsa":
+        strategy, params = strategy_for(test.name), DSAParams()
+
+        def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            return dsa_augment(batch, strategy, generator, shared=False, params=params)
+
+    start = time.perf_counter()
+    per_model: dict[str, ModelResult] = {}
+    for model_name in protocol.models:
+        accuracies = []
+        model_start = time.perf_counter()
+        for index in range(protocol.num_models):
+            model_seed = derive_seed("evaluate", seed, model_name, index)
+            with seeded_torch(model_seed, device):
+                model = create_model(
+                    model_name,
+                    in_channels=test.image_shape[0],
+                    num_classes=synthetic.num_classes,
+                    image_size=test.image_shape[1:],
+                )
+            model = single_or(parallel).prepare(model, device)
+            generator = make_generator(model_seed, "cpu")
+            train_classifier(
+                model,
+                synthetic.images,
+                synthetic.labels,
+                recipe,
+                generator=generator,
+                augment=augment,
+                sampler=sampler_factory() if sampler_factory is not None else None,
+                device=device,
+                progress=progress,
+                description=f"{protocol.name}:{model_name}#{index}",
+                parallel=parallel,
+            )
+            accuracies.append(accuracy(model, test.images, test.labels, device=device, parallel=parallel))
+            logger.info("%s %s #%d: test accuracy %.4f", protocol.name, model_name, index, accuracies[-1])
+        per_model[model_name] = ImageModelResult(
+            model=model_name,
+            accuracies=tuple(accuracies),
+            seconds=time.perf_counter() - model_start,
+            lr=lr,
+            used_learned_lr=used_learned_lr,
+        )
+    return EvaluationResult(
+        protocol=protocol.name, per_model=per_model, seconds=time.perf_counter() - start, epochs=epochs
+    )
+
+
+def _evaluate_soft_protocol(
+    synthetic: SyntheticSet,
+    test: ImageDataset,
+    protocol: ImageProtocol,
+    *,
+    seed: int,
+    device: torch.device,
+    progress: bool,
+    train: ImageDataset | None,
+    val: ImageDataset | None,
+    parallel: DataParallel | None = None,
+) -> EvaluationResult:
+    """A soft-label protocol: see :mod:`evaluation.kd.soft` (RS2 samplers are not supported)."""
+    soft = protocol.soft
+    assert soft is not None
+    if synthetic.sampler is not None:
+        raise ValueError(f"protocol {protocol.name!r} does not support training-time samplers (rs2)")
+    epochs = protocol.full_data_epochs if synthetic.budget.is_full else protocol.recipe.epochs
+    r = protocol.recipe
+    recipe = StudentRecipe(
+        epochs=epochs,
+        optimizer=soft.optimizer,
+        lr=r.lr,
+        momentum=r.momentum,
+        weight_decay=r.weight_decay,
+        batch_size=r.batch_size,
+        schedule=soft.schedule,
+        decay_at=r.decay_at,
+        decay_factor=r.decay_factor,
+    )
+    kept_fraction = len(synthetic) / len(train) if train is not None else 1.0
+    if synthetic.budget.fraction is not None:
+        kept_fraction = synthetic.budget.fraction
+    start = time.perf_counter()
+    result = evaluate_soft(
+        synthetic.images,
+        synthetic.labels,
+        num_classes=synthetic.num_classes,
+        dataset_name=test.name,
+        test=test,
+        config=soft,
+        recipe=recipe,
+        models=protocol.models,
+        num_models=protocol.num_models,
+        seed=seed,
+        kept_fraction=min(kept_fraction, 1.0),
+        train=train,
+        val=val,
+        device=device,
+        progress=progress,
+        parallel=parallel,
+    )
+    per_model = {
+        name: ImageModelResult(
+            model=name, accuracies=accs, seconds=result.seconds[name], lr=recipe.lr, used_learned_lr=False
+        )
+        for name, accs in result.accuracies.items()
+    }
+    return EvaluationResult(
+        protocol=protocol.name,
+        per_model=per_model,
+        seconds=time.perf_counter() - start,
+        epochs=epochs,
+        details=result.details,
+    )
+
+
+def rs2_schedule(synthetic: SyntheticSet, protocol: ImageProtocol) -> tuple[int, Callable[[], EpochSampler]]:
+    """Rounds and per-round sampler for RS2 (repeated random sampling without replacement).
+
+    Each round trains on ``per_round`` images taken from a running permutation of the whole
+    pool, reshuffled only when it is used up, so every image is seen before any repeats.
+    ``equal_epochs`` trains as many rounds as the protocol's epochs for a set of that size;
+    ``equal_iterations`` as many optimizer steps as the whole-data run (the RS2/CCS setting).
+    """
+    spec = synthetic.sampler or {}
+    per_round = int(spec["per_round"])
+    pool = len(synthetic)
+    if not 0 < per_round <= pool:
+        raise ValueError(f"rs2 per_round must be in [1, {pool}], got {per_round}")
+    batch = protocol.recipe.batch_size
+    if spec.get("schedule", "equal_epochs") == "equal_iterations":
+        full_steps = protocol.full_data_epochs * math.ceil(pool / batch)
+        rounds = math.ceil(full_steps / math.ceil(per_round / batch))
+    elif spec.get("schedule", "equal_epochs") == "equal_epochs":
+        rounds = protocol.recipe.epochs
+    else:
+        raise ValueError(f"unknown rs2 schedule {spec.get('schedule')!r}; valid: equal_epochs, equal_iterations")
+
+    def factory() -> EpochSampler:
+        state: dict[str, Tensor] = {"order": torch.empty(0, dtype=torch.long)}
+
+        def sample(epoch: int, generator: torch.Generator) -> Tensor:
+            if len(state["order"]) < per_round:
+                # Top up with a fresh permutation of the images not already waiting, so no
+                # round repeats an image and every image is used once per pass.
+                fresh = torch.randperm(pool, generator=generator)
+                fresh = fresh[~torch.isin(fresh, state["order"])]
+                state["order"] = torch.cat([state["order"], fresh])
+            chosen, state["order"] = state["order"][:per_round], state["order"][per_round:]
+            return chosen
+
+        return sample
+
+    return rounds, factory
