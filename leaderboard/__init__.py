@@ -1,26 +1,22 @@
 """Result records, the leaderboard table and the offline HTML report.
 
-This package owns the record schema and imports nothing from the rest of the suite.
+This package owns the record schema (:mod:`leaderboard.records`) and its files on disk
+(:mod:`leaderboard.store`), and imports nothing from the rest of the suite.
 """
 
 from leaderboard.cli import NoRecordsError, write_outputs
 from leaderboard.records import (
     SCHEMA_NAME,
     SCHEMA_VERSION,
-    LoadedRecords,
     ModelResult,
     RecordCosts,
     RecordError,
     ResultRecord,
     budget_label,
-    find_record,
-    load_records,
-    read_record,
-    record_path,
     summarize_accuracies,
-    write_record,
 )
 from leaderboard.report import ReportContext, ReportSection, render_report
+from leaderboard.store import LoadedRecords, find_record, load_records, read_record, record_path, write_record
 from leaderboard.table import TABLE_COLUMNS, build_table, to_csv, to_json, to_markdown, welch_p_value
 
 __all__ = [

@@ -2,16 +2,14 @@
 
 A set file (written by the benchmark, one per cell) holds the tensor ``images`` (N x C x H x W,
 normalized), ``labels`` (N class ids, or N x K soft labels) and, in the safetensors header
-metadata under ``condense_bench``, a JSON object with the per-channel ``mean`` and ``std``. This
-module reads that format directly (the leaderboard imports nothing from the rest of the suite)
-and never executes code from a file. A missing, foreign or unreadable file becomes a
-:class:`GridNote`, never an exception.
+metadata under ``condense_bench``, a JSON object with the per-channel ``mean`` and ``std``
+(:mod:`data.setfile`, the one reader of that format). Nothing from a file is ever executed. A
+missing, foreign or unreadable file becomes a :class:`GridNote`, never an exception.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 from collections import defaultdict
@@ -21,14 +19,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from safetensors import safe_open
 
+from data.setfile import open_set_file
 from leaderboard.records import ResultRecord, StrPath
 from leaderboard.table import RANDOM_METHOD, REFERENCE_FAMILY, BudgetKey
 
 logger = logging.getLogger(__name__)
 
-METADATA_KEY = "condense_bench"
 MAX_CLASSES = 10
 MAX_PER_CLASS = 10
 #: Tiles are scaled up (nearest neighbour) to at least this many pixels, and larger images
@@ -100,22 +97,10 @@ def read_set_preview(
         ValueError: when the file is not a synthetic set of the expected layout.
         Exception: whatever ``safetensors`` raises for a corrupt file.
     """
-    source = Path(path)
-    if not source.is_file():
-        raise FileNotFoundError(f"no set file at {source}")
-    with safe_open(str(source), framework="numpy") as handle:
-        metadata = handle.metadata() or {}
-        if METADATA_KEY not in metadata:
-            raise ValueError(f"no '{METADATA_KEY}' metadata in the safetensors header")
-        info = json.loads(metadata[METADATA_KEY])
-        if not isinstance(info, dict):
-            raise ValueError(f"'{METADATA_KEY}' metadata is not a JSON object")
-        keys = set(handle.keys())
-        if "images" not in keys or "labels" not in keys:
-            raise ValueError(f"expected tensors 'images' and 'labels', found {sorted(keys)}")
-        image_slice = handle.get_slice("images")
-        shape = tuple(image_slice.get_shape())
-        labels = np.asarray(handle.get_tensor("labels"))
+    with open_set_file(path) as handle:
+        info = handle.metadata
+        shape = handle.shape("images")
+        labels = np.asarray(handle.tensor("labels"))
         mean = np.asarray(info.get("mean", []), dtype=np.float64)
         std = np.asarray(info.get("std", []), dtype=np.float64)
         _check_layout(shape, labels, mean, std)
@@ -126,7 +111,7 @@ def read_set_preview(
         images = []
         for class_id in classes:
             indices = np.flatnonzero(class_ids == class_id)[:max_per_class]
-            images.append([_denormalize(image_slice[int(i) : int(i) + 1][0], mean, std) for i in indices])
+            images.append([_denormalize(handle.rows("images", int(i), int(i) + 1)[0], mean, std) for i in indices])
     return SetPreview(images, classes, num_classes, int(shape[0]), soft)
 
 

@@ -2,8 +2,7 @@
 
 This module owns the record schema. A record is written by the benchmark once a cell has been
 distilled and evaluated, and read back by the leaderboard. Accuracies are fractions in ``[0, 1]``.
-
-Layout on disk: ``<results_dir>/records/<dataset>/<method>/<cell_key>.json``.
+Writing, finding and loading the files is :mod:`leaderboard.store`.
 """
 
 from __future__ import annotations
@@ -14,11 +13,9 @@ import math
 import numbers
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from scipy import stats
@@ -27,7 +24,6 @@ SCHEMA_NAME = "condense-bench/record"
 SCHEMA_VERSION = 1
 FAMILIES = ("distillation", "selection", "reference")
 LABEL_TYPES = ("hard", "soft")
-RECORDS_DIRNAME = "records"
 CONSISTENCY_TOLERANCE = 1e-9
 
 StrPath = str | os.PathLike[str]
@@ -136,9 +132,7 @@ def _check_path_segment(name: str, value: Any) -> str:
     text = _check_str(name, value)
     assert text is not None
     if not _PATH_SEGMENT_RE.match(text):
-        raise RecordError(
-            f"{name} {text!r} cannot be used as a folder name: use letters, digits and _ . + - only"
-        )
+        raise RecordError(f"{name} {text!r} cannot be used as a folder name: use letters, digits and _ . + - only")
     return text
 
 
@@ -172,9 +166,7 @@ def _check_json_object(name: str, value: Any) -> dict[str, Any]:
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as error:
-        raise RecordError(
-            f"{name} is not plain JSON (finite numbers, strings, lists, objects): {error}"
-        ) from None
+        raise RecordError(f"{name} is not plain JSON (finite numbers, strings, lists, objects): {error}") from None
     return copy.deepcopy(dict(value))
 
 
@@ -309,9 +301,7 @@ class RecordCosts:
                 raise RecordError(f"costs.{key} must be >= 0, got {value}")
             object.__setattr__(self, key, value)
         for key in ("distill_peak_memory_bytes", "set_bytes", "num_images"):
-            object.__setattr__(
-                self, key, _check_int(f"costs.{key}", getattr(self, key), minimum=0, allow_none=True)
-            )
+            object.__setattr__(self, key, _check_int(f"costs.{key}", getattr(self, key), minimum=0, allow_none=True))
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form."""
@@ -372,9 +362,7 @@ class ResultRecord:
         _check_str("set_path", self.set_path, allow_none=True)
         object.__setattr__(self, "seed", _check_int("seed", self.seed))
         object.__setattr__(self, "method_config", _check_json_object("method_config", self.method_config))
-        object.__setattr__(
-            self, "protocol_config", _check_json_object("protocol_config", self.protocol_config)
-        )
+        object.__setattr__(self, "protocol_config", _check_json_object("protocol_config", self.protocol_config))
         self._check_budget()
         self._check_results()
         if not isinstance(self.costs, RecordCosts):
@@ -403,8 +391,7 @@ class ResultRecord:
                 )
         elif (ipc is None) == (fraction is None):
             raise RecordError(
-                f"a {self.family} record needs exactly one budget, ipc or fraction; "
-                f"got ipc={ipc}, fraction={fraction}"
+                f"a {self.family} record needs exactly one budget, ipc or fraction; got ipc={ipc}, fraction={fraction}"
             )
         object.__setattr__(self, "ipc", ipc)
         object.__setattr__(self, "fraction", fraction)
@@ -509,128 +496,3 @@ def budget_label(ipc: int | None, fraction: float | None) -> str:
     if fraction is not None:
         return f"fraction={fraction:g}"
     return "full"
-
-
-# ----------------------------------------------------------------------------------------------
-# Files
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LoadedRecords:
-    """What :func:`load_records` found: valid records and the files it skipped, with the reason."""
-
-    records: list[ResultRecord]
-    problems: list[tuple[Path, str]]
-
-
-def write_text_atomic(path: StrPath, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically: a temp file in the same folder, then ``os.replace``.
-
-    Readers see either the old file or the new one, never a partial write.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return target
-
-
-def record_path(results_dir: StrPath, dataset: str, method: str, cell_key: str) -> Path:
-    """Return ``<results_dir>/records/<dataset>/<method>/<cell_key>.json``.
-
-    Raises:
-        RecordError: when a part is not a safe folder or file name.
-    """
-    _check_path_segment("dataset", dataset)
-    _check_path_segment("method", method)
-    if not isinstance(cell_key, str) or not _HEX_RE.match(cell_key):
-        raise RecordError(f"cell_key must be a lowercase hex string, got {cell_key!r}")
-    return Path(results_dir) / RECORDS_DIRNAME / dataset / method / f"{cell_key}.json"
-
-
-def write_record(record: ResultRecord, results_dir: StrPath) -> Path:
-    """Write ``record`` atomically to its :func:`record_path`, replacing any older version whole.
-
-    Returns:
-        The path written.
-    """
-    text = json.dumps(record.to_dict(), indent=2, allow_nan=False) + "\n"
-    return write_text_atomic(record_path(results_dir, record.dataset, record.method, record.cell_key), text)
-
-
-def read_record(path: StrPath) -> ResultRecord:
-    """Read and validate one record file.
-
-    Raises:
-        RecordError: when the file is not valid JSON or not a valid record.
-        OSError: when the file cannot be read.
-    """
-    text = Path(path).read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise RecordError(f"not valid JSON: {error}") from None
-    return ResultRecord.from_dict(data)
-
-
-def find_record(results_dir: StrPath, cell_key: str) -> ResultRecord | None:
-    """Return the record with ``cell_key`` under ``results_dir``, or ``None`` when there is none.
-
-    Raises:
-        RecordError: when the file exists but is not a valid record, holds another cell key, or
-            the key appears in more than one file.
-    """
-    if not isinstance(cell_key, str) or not _HEX_RE.match(cell_key):
-        raise RecordError(f"cell_key must be a lowercase hex string, got {cell_key!r}")
-    matches = sorted((Path(results_dir) / RECORDS_DIRNAME).glob(f"*/*/{cell_key}.json"))
-    if not matches:
-        return None
-    if len(matches) > 1:
-        raise RecordError(f"cell_key {cell_key} appears in several files: {[str(path) for path in matches]}")
-    record = read_record(matches[0])
-    if record.cell_key != cell_key:
-        raise RecordError(f"{matches[0]} holds cell_key {record.cell_key!r}, not {cell_key!r}")
-    return record
-
-
-def load_records(results_dir: StrPath) -> LoadedRecords:
-    """Load every record under ``<results_dir>/records``, skipping and reporting bad files.
-
-    Malformed JSON, foreign JSON (no condense-bench ``schema``), invalid records, unreadable files
-    and a second file with an already-seen ``cell_key`` are skipped and listed in ``problems``;
-    this function does not raise for them. Files are read in sorted path order.
-
-    Raises:
-        FileNotFoundError: when ``results_dir`` does not exist.
-    """
-    root = Path(results_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"results folder {root} does not exist")
-    records: list[ResultRecord] = []
-    problems: list[tuple[Path, str]] = []
-    seen: dict[str, Path] = {}
-    for path in sorted((root / RECORDS_DIRNAME).glob("**/*.json")):
-        if not path.is_file():
-            continue
-        try:
-            record = read_record(path)
-        except (RecordError, OSError, UnicodeDecodeError) as error:
-            problems.append((path, str(error)))
-            continue
-        if record.cell_key in seen:
-            problems.append(
-                (path, f"duplicate cell_key {record.cell_key}, already loaded from {seen[record.cell_key]}")
-            )
-            continue
-        seen[record.cell_key] = path
-        records.append(record)
-    return LoadedRecords(records=records, problems=problems)

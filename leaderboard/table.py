@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from leaderboard.records import ResultRecord, StrPath, budget_label, summarize_accuracies, write_text_atomic
+from data.files import write_text_atomic
+from leaderboard.records import ResultRecord, StrPath, budget_label, summarize_accuracies
 
 RANDOM_METHOD = "random"
 #: The random floor of a table group, per modality (images: ``random``; graphs: ``random_graphs``).
@@ -200,13 +201,9 @@ def _group_rows(
     dataset: str, protocol: str, model: str, budget: BudgetKey, entries: list[tuple[str, _RowPool, bool]]
 ) -> list[dict[str, Any]]:
     """Rows of one (dataset, protocol, model, budget) group with gain, p-value and rank."""
-    random_pool = next(
-        (pool for method, pool, is_ref in entries if method in RANDOM_METHODS and not is_ref), None
-    )
+    random_pool = next((pool for method, pool, is_ref in entries if method in RANDOM_METHODS and not is_ref), None)
     random_mean = math.fsum(random_pool.accuracies) / len(random_pool.accuracies) if random_pool else math.nan
-    competitor_means = [
-        math.fsum(pool.accuracies) / len(pool.accuracies) for _, pool, is_ref in entries if not is_ref
-    ]
+    competitor_means = [math.fsum(pool.accuracies) / len(pool.accuracies) for _, pool, is_ref in entries if not is_ref]
     rows = []
     for method, pool, is_reference in entries:
         summary = summarize_accuracies(pool.accuracies)
