@@ -24,8 +24,7 @@ from torch import Tensor
 from data.graphs import GraphDataset, GraphSet
 from data.seeding import derive_seed, make_generator, seeded_torch
 from evaluation.gnn import GraphBatch, Readout, collate, create_gnn
-from evaluation.parallel import DataParallel
-from evaluation.protocols.base import EvaluationProtocol, EvaluationResult, ModelResult
+from evaluation.protocols.base import EvaluationProtocol, EvaluationRequest, EvaluationResult, ModelResult
 
 logger = logging.getLogger(__name__)
 
@@ -62,24 +61,21 @@ class GraphProtocol(EvaluationProtocol):
     dropout: float = 0.5
     readout: Readout = "sum"
 
-    def evaluate(
-        self,
-        compressed: GraphSet,
-        test: GraphDataset,
-        *,
-        seed: int,
-        device: torch.device | str = "cpu",
-        progress: bool = False,
-        train: GraphDataset | None = None,
-        val: GraphDataset | None = None,
-        parallel: DataParallel | None = None,
-    ) -> EvaluationResult:
+    def run(self, compressed: GraphSet, request: EvaluationRequest) -> EvaluationResult:
         """See :func:`evaluate_graph_set` (``val`` is required; ``train`` is not used)."""
-        if val is None:
+        if request.val is None:
             raise ValueError(f"graph protocol {self.name!r} selects the epoch on the validation split: pass val=")
-        if parallel is not None and parallel.world_size > 1:
+        if request.parallel is not None and request.parallel.world_size > 1:
             raise ValueError(f"graph protocol {self.name!r} runs in one process, not data-parallel (torchrun)")
-        return evaluate_graph_set(compressed, val, test, self, seed=seed, device=device, progress=progress)
+        return evaluate_graph_set(
+            compressed,
+            request.val,
+            request.test,
+            self,
+            seed=request.seed,
+            device=request.device,
+            progress=request.progress,
+        )
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from evaluation.kd.soft import SoftLabelConfig, evaluate_soft
 from evaluation.kd.trainer import StudentRecipe
 from evaluation.models import create_model
 from evaluation.parallel import DataParallel, single_or
-from evaluation.protocols.base import EvaluationProtocol, EvaluationResult, ModelResult
+from evaluation.protocols.base import EvaluationProtocol, EvaluationRequest, EvaluationResult, ModelResult
 from evaluation.train import EpochSampler, TrainRecipe, accuracy, train_classifier
 
 logger = logging.getLogger(__name__)
@@ -63,21 +63,92 @@ class ImageProtocol(EvaluationProtocol):
             data.pop("soft")
         return data
 
-    def evaluate(
-        self,
-        compressed: SyntheticSet,
-        test: ImageDataset,
-        *,
-        seed: int,
-        device: torch.device | str = "cpu",
-        progress: bool = False,
-        train: ImageDataset | None = None,
-        val: ImageDataset | None = None,
-        parallel: DataParallel | None = None,
-    ) -> EvaluationResult:
-        """See :func:`evaluate_image_set`."""
-        return evaluate_image_set(
-            compressed, test, self, seed=seed, device=device, progress=progress, train=train, val=val, parallel=parallel
+    def run(self, synthetic: SyntheticSet, request: EvaluationRequest) -> EvaluationResult:
+        """Train every evaluation model on ``synthetic``; test each once at the end.
+
+        Each of the ``num_models`` models gets its own seed derived from ``seed``, the model name and
+        its index, so two runs of the same cell give the same accuracies. Soft-label protocols need
+        ``train`` (the whole training split) to build their teacher(s); ``val`` only measures them.
+        Under ``parallel`` (the ranks of a ``torchrun`` group, all calling this with the same set) every
+        model is trained data-parallel with the same recipe and batches (:mod:`evaluation.parallel`).
+        """
+        test, train, val, seed = request.test, request.train, request.val, request.seed
+        device, progress, parallel = request.device, request.progress, request.parallel
+        synthetic.validate(image_shape=test.image_shape, check_budget=False)
+        # A set distilled on ZCA-whitened images carries its transform: every split gets the same one.
+        test = whiten_like(synthetic.extras, test)
+        train = None if train is None else whiten_like(synthetic.extras, train)
+        val = None if val is None else whiten_like(synthetic.extras, val)
+        # Parametrized sets (IDM's partitions) train on their decoded images.
+        synthetic = synthetic.decoded()
+        if self.soft is not None:
+            return _evaluate_soft_protocol(
+                synthetic,
+                test,
+                self,
+                seed=seed,
+                device=device,
+                progress=progress,
+                train=train,
+                val=val,
+                parallel=parallel,
+            )
+        epochs = self.full_data_epochs if synthetic.budget.is_full else self.recipe.epochs
+        sampler_factory = None
+        if synthetic.sampler is not None:
+            epochs, sampler_factory = rs2_schedule(synthetic, self)
+        lr = self.recipe.lr
+        used_learned_lr = self.use_learned_lr and synthetic.learned_lr is not None
+        if used_learned_lr:
+            lr = float(synthetic.learned_lr)  # type: ignore[arg-type]
+        recipe = dataclasses.replace(self.recipe, epochs=epochs, lr=lr)
+        augment = None
+        if self.augmentation == "dsa":
+            strategy, params = strategy_for(test.name), DSAParams()
+
+            def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+                return dsa_augment(batch, strategy, generator, shared=False, params=params)
+
+        start = time.perf_counter()
+        per_model: dict[str, ModelResult] = {}
+        for model_name in self.models:
+            accuracies = []
+            model_start = time.perf_counter()
+            for index in range(self.num_models):
+                model_seed = derive_seed("evaluate", seed, model_name, index)
+                with seeded_torch(model_seed, device):
+                    model = create_model(
+                        model_name,
+                        in_channels=test.image_shape[0],
+                        num_classes=synthetic.num_classes,
+                        image_size=test.image_shape[1:],
+                    )
+                model = single_or(parallel).prepare(model, device)
+                generator = make_generator(model_seed, "cpu")
+                train_classifier(
+                    model,
+                    synthetic.images,
+                    synthetic.labels,
+                    recipe,
+                    generator=generator,
+                    augment=augment,
+                    sampler=sampler_factory() if sampler_factory is not None else None,
+                    device=device,
+                    progress=progress,
+                    description=f"{self.name}:{model_name}#{index}",
+                    parallel=parallel,
+                )
+                accuracies.append(accuracy(model, test.images, test.labels, device=device, parallel=parallel))
+                logger.info("%s %s #%d: test accuracy %.4f", self.name, model_name, index, accuracies[-1])
+            per_model[model_name] = ImageModelResult(
+                model=model_name,
+                accuracies=tuple(accuracies),
+                seconds=time.perf_counter() - model_start,
+                lr=lr,
+                used_learned_lr=used_learned_lr,
+            )
+        return EvaluationResult(
+            protocol=self.name, per_model=per_model, seconds=time.perf_counter() - start, epochs=epochs
         )
 
 
@@ -87,105 +158,6 @@ class ImageModelResult(ModelResult):
 
     lr: float = 0.0
     used_learned_lr: bool = False
-
-
-def evaluate_image_set(
-    synthetic: SyntheticSet,
-    test: ImageDataset,
-    protocol: ImageProtocol,
-    *,
-    seed: int,
-    device: torch.device | str = "cpu",
-    progress: bool = False,
-    train: ImageDataset | None = None,
-    val: ImageDataset | None = None,
-    parallel: DataParallel | None = None,
-) -> EvaluationResult:
-    """Train every evaluation model of ``protocol`` on ``synthetic``; test each once at the end.
-
-    Each of the ``num_models`` models gets its own seed derived from ``seed``, the model name and
-    its index, so two runs of the same cell give the same accuracies. Soft-label protocols need
-    ``train`` (the whole training split) to build their teacher(s); ``val`` only measures them.
-    Under ``parallel`` (the ranks of a ``torchrun`` group, all calling this with the same set) every
-    model is trained data-parallel with the same recipe and batches (:mod:`evaluation.parallel`).
-    """
-    synthetic.validate(image_shape=test.image_shape, check_budget=False)
-    # A set distilled on ZCA-whitened images carries its transform: every split gets the same one.
-    test = whiten_like(synthetic.extras, test)
-    train = None if train is None else whiten_like(synthetic.extras, train)
-    val = None if val is None else whiten_like(synthetic.extras, val)
-    # Parametrized sets (IDM's partitions) train on their decoded images.
-    synthetic = synthetic.decoded()
-    device = torch.device(device)
-    if protocol.soft is not None:
-        return _evaluate_soft_protocol(
-            synthetic,
-            test,
-            protocol,
-            seed=seed,
-            device=device,
-            progress=progress,
-            train=train,
-            val=val,
-            parallel=parallel,
-        )
-    epochs = protocol.full_data_epochs if synthetic.budget.is_full else protocol.recipe.epochs
-    sampler_factory = None
-    if synthetic.sampler is not None:
-        epochs, sampler_factory = rs2_schedule(synthetic, protocol)
-    lr = protocol.recipe.lr
-    used_learned_lr = protocol.use_learned_lr and synthetic.learned_lr is not None
-    if used_learned_lr:
-        lr = float(synthetic.learned_lr)  # type: ignore[arg-type]
-    recipe = dataclasses.replace(protocol.recipe, epochs=epochs, lr=lr)
-    augment = None
-    if protocol.augmentation == "dsa":
-        strategy, params = strategy_for(test.name), DSAParams()
-
-        def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-            return dsa_augment(batch, strategy, generator, shared=False, params=params)
-
-    start = time.perf_counter()
-    per_model: dict[str, ModelResult] = {}
-    for model_name in protocol.models:
-        accuracies = []
-        model_start = time.perf_counter()
-        for index in range(protocol.num_models):
-            model_seed = derive_seed("evaluate", seed, model_name, index)
-            with seeded_torch(model_seed, device):
-                model = create_model(
-                    model_name,
-                    in_channels=test.image_shape[0],
-                    num_classes=synthetic.num_classes,
-                    image_size=test.image_shape[1:],
-                )
-            model = single_or(parallel).prepare(model, device)
-            generator = make_generator(model_seed, "cpu")
-            train_classifier(
-                model,
-                synthetic.images,
-                synthetic.labels,
-                recipe,
-                generator=generator,
-                augment=augment,
-                sampler=sampler_factory() if sampler_factory is not None else None,
-                device=device,
-                progress=progress,
-                description=f"{protocol.name}:{model_name}#{index}",
-                parallel=parallel,
-            )
-            accuracies.append(accuracy(model, test.images, test.labels, device=device, parallel=parallel))
-            logger.info("%s %s #%d: test accuracy %.4f", protocol.name, model_name, index, accuracies[-1])
-        per_model[model_name] = ImageModelResult(
-            model=model_name,
-            accuracies=tuple(accuracies),
-            seconds=time.perf_counter() - model_start,
-            lr=lr,
-            used_learned_lr=used_learned_lr,
-        )
-    return EvaluationResult(
-        protocol=protocol.name, per_model=per_model, seconds=time.perf_counter() - start, epochs=epochs
-    )
 
 
 def _evaluate_soft_protocol(
