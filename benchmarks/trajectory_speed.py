@@ -36,7 +36,7 @@ def run_case(
     """Time ``repeats`` unrolled iterations (after one warm-up) in this process."""
     import torch
 
-    from condense._common import sample_network
+    from condense._networks import sample_network
     from condense.experts import ParameterLayout
     from condense.mtt import functional_unroll, minibatch_indices, parameter_matching_loss
     from data import load_dataset

@@ -26,7 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from condense._common import DistillationRun, InitKind, Synthesizer, SynthesizerConfig, has_batchnorm
+from condense._config import InitKind, SynthesizerConfig
+from condense._networks import has_batchnorm
+from condense._run import DistillationRun
+from condense._synthesizer import Synthesizer
 from condense.dm import augmented_class_batches, real_class_means, synthetic_class_means
 from data.methods import register_method
 

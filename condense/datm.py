@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from condense._common import DistillationRun
+from condense._run import DistillationRun
 from condense.experts import ExpertTrajectories, expert_logits
 from condense.ftd import FlatExpertsMixin
 from condense.mtt import TrajectoryConfig, TrajectoryState, TrajectorySynthesizer

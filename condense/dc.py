@@ -17,14 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from condense._common import (
-    DistillationRun,
-    InitKind,
-    Synthesizer,
-    SynthesizerConfig,
-    has_batchnorm,
-    set_batchnorm_eval,
-)
+from condense._config import InitKind, SynthesizerConfig
+from condense._networks import has_batchnorm, set_batchnorm_eval
+from condense._run import DistillationRun
+from condense._synthesizer import Synthesizer
 from data.methods import register_method
 from data.seeding import make_generator
 from evaluation.augment import dsa_augment

@@ -16,7 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from condense._common import DistillationRun, InitKind, Synthesizer, SynthesizerConfig, class_means, has_batchnorm
+from condense._config import InitKind, SynthesizerConfig
+from condense._networks import class_means, has_batchnorm
+from condense._run import DistillationRun
+from condense._synthesizer import Synthesizer
 from data.methods import register_method
 
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from condense._common import DistillationRun
+from condense._run import DistillationRun
 from condense.experts import Sharpness
 from condense.mtt import TrajectoryConfig, TrajectoryState, TrajectorySynthesizer
 from data.methods import register_method

@@ -31,7 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from condense._common import DistillationRun, Synthesizer, SynthesizerConfig, initial_images
+from condense._config import SynthesizerConfig
+from condense._data import initial_images
+from condense._run import DistillationRun
+from condense._synthesizer import Synthesizer
 from data.decoders import downscale_into_cells, expand_partitions
 from data.image import ImageDataset
 from data.methods import register_method
