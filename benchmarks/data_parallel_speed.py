@@ -20,7 +20,7 @@ import time
 import torch
 
 from data import load_dataset
-from data.provenance import describe_device
+from data.devices import describe_device
 from data.seeding import make_generator, seeded_torch
 from evaluation.kd.soft import train_soft_student
 from evaluation.kd.trainer import StudentRecipe

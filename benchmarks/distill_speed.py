@@ -43,10 +43,9 @@ def _peak_rss_bytes() -> int:
 
 def run_case(dataset: str, method: str, ipc: int, iterations: int, device: str, seed: int) -> dict[str, Any]:
     """Distill once in this process and report its speed and memory."""
-    from condense import create_method
-    from condense.benchmark import resolve_device
-    from condense.cli import method_options
+    from condense import create_method, method_options
     from data import load_dataset
+    from data.devices import resolve_device
     from data.synthetic import Budget
 
     torch_device = resolve_device(device)
@@ -71,8 +70,8 @@ def run_case(dataset: str, method: str, ipc: int, iterations: int, device: str, 
         "seconds_per_iteration": per_iteration,
         "distill_seconds": provenance["distill_seconds"],
         "wall_seconds": wall,
-        "teacher_seconds": provenance.get("teacher_seconds"),
-        "teacher_cache_hit": provenance.get("teacher_cache_hit"),
+        "teacher_seconds": provenance.get("precomputed", {}).get("teacher", {}).get("seconds"),
+        "teacher_cache_hit": provenance.get("precomputed", {}).get("teacher", {}).get("cache_hit"),
         "peak_memory_bytes": provenance["peak_memory_bytes"],
         "peak_memory_kind": provenance["peak_memory_kind"],
         "baseline_rss_bytes": baseline,

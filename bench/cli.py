@@ -1,0 +1,371 @@
+"""``condense-bench``: the Hydra app that runs benchmark cells and sweeps.
+
+``condense-bench`` with no arguments runs the main job (the sweeps of :data:`MAIN_JOB_SWEEPS` on the
+embedded datasets) and writes the leaderboard (CSV, Markdown, JSON, HTML) into the results folder.
+``condense-bench main results_dir=PATH`` does the same with overrides. One cell::
+
+    condense-bench method=random dataset=digits ipc=10 protocol=fast seed=0
+
+A sweep: ``condense-bench -m method=random,full ipc=1,10 seed=0,1``. The app refuses, before any
+work, every option it would otherwise ignore, a value of the wrong type, and two budgets at once;
+a changed protocol field (``protocol.num_models=2``) makes a protocol of its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.utils import to_absolute_path
+from omegaconf import DictConfig, OmegaConf
+
+from bench.cell import Cell, CellSpec, resolve_cell
+from bench.runner import CellOutcome, run_cell
+from bench.schemas import BENCH_KEYS, register_schemas
+from data.configs import config_dir
+from data.devices import auto_device, resolve_device
+from evaluation.parallel import DataParallel, close, from_environment, single_or
+from evaluation.protocols import changed_fields, derive_protocol, get_protocol, protocol_from_config
+
+logger = logging.getLogger(__name__)
+
+#: The main job (``condense-bench`` with no arguments): these sweeps in order, into one results folder.
+MAIN_JOB_SWEEPS = ("default", "digits_distillation", "digits_decoupled", "graph")
+#: Top-level config groups (their choices compose the config; they leave no key of their own).
+GROUPS = ("method", "dataset", "protocol", "sweep", "experiment")
+
+
+class ConfigError(ValueError):
+    """The command line asks for something the benchmark would not do as asked."""
+
+
+# -- from the composed config to a cell ----------------------------------------------------------
+
+
+def spec_from_config(cfg: DictConfig, *, overrides: Sequence[str] = (), protocol_base: Any = None) -> CellSpec:
+    """The :class:`CellSpec` of a composed config, refusing what the cell would not read.
+
+    Args:
+        cfg: the composed config (without its ``hydra`` node, or with it).
+        overrides: the command line's overrides (Hydra's task overrides), to tell an option the
+            user set from a default.
+        protocol_base: the named protocol's own config (``protocol=<name>`` composed without
+            changes); ``None`` takes the registered protocol of the ``protocol`` choice (from
+            ``cfg.hydra`` when composed with it, else of the composed protocol's name). A composed
+            protocol that differs from it is a protocol of its own.
+
+    Raises:
+        ConfigError: an option nothing reads, two budgets, or a method or protocol name changed
+            in place.
+    """
+    given = _given_options(overrides)
+    unknown = sorted(str(k) for k in cfg if k not in BENCH_KEYS and k != "hydra")
+    if unknown:
+        valid = ", ".join(sorted(BENCH_KEYS))
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)}: nothing reads them; valid options: {valid}"
+            f" (config groups: {', '.join(GROUPS)})"
+        )
+    if "method.name" in given:
+        raise ConfigError("method.name cannot be changed in place: choose the method with method=<name>")
+    fraction = cfg.get("fraction")
+    if fraction is not None and cfg.get("ipc") is not None and "ipc" in given:
+        raise ConfigError(
+            f"ipc={cfg.ipc} and fraction={fraction} are two budgets: give one (a fraction replaces the default ipc)"
+        )
+    method_options: dict[str, Any] = OmegaConf.to_container(cfg.method, resolve=True)  # type: ignore[assignment]
+    dataset_options: dict[str, Any] = OmegaConf.to_container(cfg.dataset, resolve=True)  # type: ignore[assignment]
+    method_name = method_options.pop("name")
+    dataset_name = dataset_options.pop("name")
+    if dataset_options.get("root") is not None:
+        dataset_options["root"] = to_absolute_path(str(dataset_options["root"]))
+    return CellSpec(
+        method=method_name,
+        dataset=dataset_name,
+        protocol=protocol_of(cfg.protocol, protocol_base if protocol_base is not None else _chosen_protocol(cfg)),
+        seed=int(cfg.seed),
+        ipc=None if fraction is not None or cfg.get("ipc") is None else int(cfg.ipc),
+        fraction=None if fraction is None else float(fraction),
+        method_options=method_options,
+        dataset_options={k: v for k, v in dataset_options.items() if v is not None or k != "root"},
+    )
+
+
+def protocol_of(composed: DictConfig | Mapping[str, Any], base: DictConfig | Mapping[str, Any] | None = None) -> Any:
+    """The protocol of a composed ``protocol`` node: the named one, or one derived from it by the
+    fields that differ (``fast[num_models=2]``).
+
+    Args:
+        composed: the ``protocol`` node as composed, command-line changes included.
+        base: the same protocol as its file defines it; ``None`` takes the registered protocol of
+            that name.
+    """
+    protocol = protocol_from_config(_plain(composed))
+    named = get_protocol(protocol.name) if base is None else protocol_from_config(_plain(base))
+    changes = changed_fields(named.config_dict(), protocol.config_dict())
+    return derive_protocol(named, changes) if changes else named
+
+
+def _chosen_protocol(cfg: DictConfig) -> dict[str, Any] | None:
+    """The registered protocol a composed config chose (``hydra.runtime.choices``), as plain data."""
+    choice = OmegaConf.select(cfg, "hydra.runtime.choices.protocol") if "hydra" in cfg else None
+    return None if choice is None else get_protocol(str(choice)).config_dict()
+
+
+def _plain(node: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)  # type: ignore[return-value]
+
+
+def _given_options(overrides: Sequence[str]) -> set[str]:
+    """The keys the command line set (``ipc``, ``method.name``), whatever their prefix (+, ++, ~)."""
+    if not overrides:
+        return set()
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return {o.get_key_element().lstrip("+~") for o in parsed if not o.is_delete()}
+
+
+def references_for(spec: CellSpec, references: Sequence[Any]) -> list[str]:
+    """The reference rows of a cell: ``references``, plus ``random`` beside a soft-label cell.
+
+    DD-Ranking's improvement over random needs the random real subset under the identical
+    soft-label protocol, so a soft-protocol cell always runs it, whatever ``references`` says.
+    """
+    names = [str(name) for name in references]
+    protocol = get_protocol(spec.protocol) if isinstance(spec.protocol, str) else spec.protocol
+    if getattr(protocol, "soft", None) is not None and "random" not in names:
+        names.append("random")
+    return names
+
+
+def reference_cells(cell: Cell, references: Sequence[Any]) -> list[Cell]:
+    """The resolved reference cells of ``cell`` (same budget, protocol and seed; never itself)."""
+    cells = []
+    for reference in references_for(cell.spec, references):
+        name = cell.modality.reference_method(reference)  # random -> random_graphs on graphs
+        if name != cell.spec.method:
+            cells.append(resolve_cell(replace(cell.spec, protocol=cell.protocol, method=name, method_options={})))
+    return cells
+
+
+# -- the job --------------------------------------------------------------------------------------
+
+
+def results_dir_of(cfg: DictConfig) -> Path:
+    """The results folder as an absolute path (Hydra does not change the working directory)."""
+    return Path(to_absolute_path(str(cfg.results_dir)))
+
+
+def set_threads(cfg: DictConfig) -> None:
+    """Share the CPU cores between parallel jobs so that they do not oversubscribe them.
+
+    ``threads`` set explicitly wins; under the joblib launcher each of its ``n_jobs`` workers
+    gets ``cores // n_jobs`` threads; under the submitit launchers a job gets the launcher's
+    ``cpus_per_task``.
+    """
+    import torch
+
+    threads = cfg.get("threads")
+    if threads is None and HydraConfig.initialized():
+        launcher = HydraConfig.get().launcher
+        if "joblib" in str(launcher.get("_target_", "")):
+            n_jobs = int(launcher.get("n_jobs") or -1)
+            n_jobs = (os.cpu_count() or 1) if n_jobs < 1 else n_jobs
+            threads = max(1, (os.cpu_count() or 1) // n_jobs)
+        elif "submitit" in str(launcher.get("_target_", "")) and launcher.get("cpus_per_task"):
+            threads = int(launcher.cpus_per_task)
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+
+
+def job_device(
+    requested: str, *, job_num: int = 0, environ: Mapping[str, str] | None = None, cuda_devices: int | None = None
+) -> str:
+    """The one device a job uses; ``auto`` never hands a job every GPU of the machine.
+
+    An explicit device (``cpu``, ``cuda:1``) is used as given, but plain ``cuda`` under torchrun
+    is the rank's GPU ``cuda:LOCAL_RANK``. ``auto`` is the CPU without CUDA;
+    with CUDA it is one GPU among those visible to the job: ``LOCAL_RANK`` under torchrun, else
+    GPU ``job_num % count``. SLURM (``submitit_slurm`` with ``gpus_per_task: 1``) shows each job
+    only its own GPU, so the job takes it; on a multi-GPU workstation (``joblib``,
+    ``submitit_local``) the jobs of a multirun spread over the GPUs by job number.
+
+    Args:
+        requested: the ``device`` option.
+        job_num: the job's number in the multirun (``hydra.job.num``).
+        environ: the environment (default ``os.environ``).
+        cuda_devices: visible CUDA devices (default ``torch.cuda.device_count()``).
+    """
+    environ = os.environ if environ is None else environ
+    slot = int(environ["LOCAL_RANK"]) if "LOCAL_RANK" in environ else job_num
+    if requested == "cuda" and "LOCAL_RANK" in environ:
+        return f"cuda:{slot}"  # torchrun: each rank its own GPU, not all on cuda:0
+    if requested != "auto":
+        return requested
+    return auto_device(slot, cuda_devices=cuda_devices)
+
+
+def import_plugins(modules: Sequence[str]) -> None:
+    """Import the modules of ``+plugins=[pkg.module,...]``: they register methods, datasets or protocols.
+
+    The app imports them before it composes the config (so ``method=<theirs>`` composes), and
+    every job of a sweep imports them again (under joblib, submitit or Ray the job may be another
+    process), so they must be importable on every node.
+    """
+    for module in modules:
+        importlib.import_module(str(module))
+
+
+def _plugins_on_command_line(argv: Sequence[str]) -> list[str]:
+    """The modules a ``plugins=[...]`` override names (before Hydra parses the command line)."""
+    candidates = [a for a in argv if a.lstrip("+").startswith("plugins=")]
+    if not candidates:
+        return []
+    (override,) = OverridesParser.create().parse_overrides(candidates[-1:])
+    value = override.value()
+    return [str(v) for v in (value if isinstance(value, list) else [value])]
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="bench")
+def _app(cfg: DictConfig) -> str:
+    import_plugins(cfg.get("plugins") or [])
+    set_threads(cfg)
+    hydra_config = HydraConfig.get() if HydraConfig.initialized() else None
+    job_num = int(hydra_config.job.get("num") or 0) if hydra_config is not None else 0
+    try:
+        device = job_device(str(cfg.device), job_num=job_num)
+        resolve_device(device)  # refuse a device the machine lacks before any work
+        cell, references = _cells_of(cfg, hydra_config)
+    except ValueError as error:
+        # A bad command line: say what is wrong, no traceback, non-zero exit, nothing run.
+        print(f"condense-bench: error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(torch.device(device))
+    # Under torchrun (WORLD_SIZE > 1) the ranks run each cell together, its evaluation data-parallel.
+    parallel = from_environment(device)
+    try:
+        record_path = _run_cells(cfg, cell, references, device, parallel)
+    except BaseException:
+        close(parallel, wait_for_others=False)  # torchrun stops the other ranks when this one fails
+        raise
+    close(parallel)
+    return record_path
+
+
+def _cells_of(cfg: DictConfig, hydra_config: Any) -> tuple[Cell, list[Cell]]:
+    """The cell of ``cfg`` and its reference cells, all resolved (so checked) before any work."""
+    overrides: list[str] = []
+    base = None
+    if hydra_config is not None:
+        overrides = list(hydra_config.overrides.task)
+        choice = hydra_config.runtime.choices.get("protocol")
+        if choice is not None:
+            from hydra import compose
+
+            # The named protocol as its file defines it, to tell a changed one from it.
+            base = compose(config_name="bench", overrides=[f"protocol={choice}"]).protocol
+    cell = resolve_cell(spec_from_config(cfg, overrides=overrides, protocol_base=base))
+    return cell, reference_cells(cell, cfg.get("references") or [])
+
+
+def _run_cells(cfg: DictConfig, cell: Cell, references: list[Cell], device: str, parallel: DataParallel | None) -> str:
+    """Run the cell, then its reference rows."""
+    # Shared caches (proxy models, expert trajectories, teachers) live beside the records.
+    os.environ.setdefault("CONDENSE_CACHE", str(results_dir_of(cfg) / "cache"))
+    options: dict[str, Any] = {
+        "results_dir": results_dir_of(cfg),
+        "device": device,
+        "progress": bool(cfg.progress),
+        "save_set": bool(cfg.save_sets),
+        "parallel": parallel,
+    }
+    main = single_or(parallel).is_main
+    outcome = run_cell(cell, **options)
+    assert outcome is not None
+    if main:
+        _report_cell(outcome)
+    # The reference rows every table needs, under the same budget, protocol and seed. Many cells
+    # share one: a job that finds it running in another job goes on instead of waiting.
+    for reference in references:
+        reference_outcome = run_cell(reference, **options, wait=False)
+        if not main:
+            continue
+        if reference_outcome is None:
+            print(
+                f"[condense-bench] {reference.spec.method} cell {reference.key} is running in another job; "
+                "not waiting for it",
+                flush=True,
+            )
+        else:
+            _report_cell(reference_outcome)
+    return str(outcome.record_path)
+
+
+def _report_cell(outcome: CellOutcome) -> None:
+    verb = "skipped (record exists)" if outcome.skipped else "done"
+    summary = ", ".join(f"{m} {r.mean:.4f}" for m, r in outcome.record.results.items())
+    print(f"[condense-bench] {outcome.record.method} cell {outcome.key} {verb}: {summary}", flush=True)
+
+
+class ReportCallback(Callback):
+    """Writes the leaderboard (tables and HTML report) when a run or a sweep ends."""
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._write(config)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._write(config)
+
+    @staticmethod
+    def _write(config: DictConfig) -> None:
+        # Under torchrun only rank 0 writes the leaderboard.
+        if not config.get("report", True) or int(os.environ.get("RANK", "0")) != 0:
+            return
+        from leaderboard import write_outputs
+
+        results_dir = results_dir_of(config)
+        try:
+            paths = write_outputs(results_dir)
+        except (FileNotFoundError, ValueError) as error:
+            logger.warning("no leaderboard written: %s", error)
+            return
+        print(f"[condense-bench] leaderboard: {paths.get('html')}", flush=True)
+
+
+def run_main_job(overrides: list[str] | None = None) -> None:
+    """Run every sweep of :data:`MAIN_JOB_SWEEPS`; the leaderboard is written once, at the end.
+
+    ``overrides`` (e.g. ``["results_dir=/tmp/x"]``) apply to every sweep.
+    """
+    program = sys.argv[0]
+    for position, sweep in enumerate(MAIN_JOB_SWEEPS):
+        last = position == len(MAIN_JOB_SWEEPS) - 1
+        sys.argv = [program, f"sweep={sweep}", *(overrides or []), *([] if last else ["report=false"])]
+        print(f"[condense-bench] main job {position + 1}/{len(MAIN_JOB_SWEEPS)}: sweep={sweep}", flush=True)
+        _app()
+
+
+def main() -> None:
+    """Console entry point: no arguments (or ``main [overrides]``) runs the main job."""
+    import_plugins(_plugins_on_command_line(sys.argv[1:]))
+    register_schemas()
+    if len(sys.argv) == 1 or sys.argv[1] == "main":
+        run_main_job(sys.argv[2:])
+        return
+    _app()
+
+
+if __name__ == "__main__":
+    main()
