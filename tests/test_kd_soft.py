@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench import CellSpec, run_cell
+from bench.cli import references_for
 from condense import create_method
-from condense.benchmark import CellSpec, run_cell
-from condense.cli import references_for
-from data import load_dataset
 from data.seeding import make_generator, seeded_torch
 from data.synthetic import Budget
 from evaluation.kd import (
@@ -24,9 +23,10 @@ from evaluation.kd import (
     train_soft_student,
 )
 from evaluation.models import create_model
-from evaluation.protocols import PROTOCOLS, evaluate_set, get_protocol
+from evaluation.protocols import evaluate_set, get_protocol
 from evaluation.teachers import TeacherConfig, load_or_train_teacher
 from evaluation.train import accuracy
+from leaderboard import load_records
 from leaderboard.ddranking import (
     augmentation_robust_score,
     ddranking_scores,
@@ -34,12 +34,6 @@ from leaderboard.ddranking import (
     label_robust_score,
     normalize_score,
 )
-from leaderboard.records import load_records
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +136,7 @@ def _digits_protocol(name: str, teacher_config: TeacherConfig, **soft_changes) -
 
 
 def test_soft_cell_record_counts_labels_and_charges_teacher(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, digits, teacher, teacher_config: TeacherConfig
+    tmp_path: Path, digits, teacher, teacher_config: TeacherConfig
 ) -> None:
     """A ``soft_replay`` cell through ``run_cell``: the record names the label source, counts the
     replay store's bytes in the set's size and charges the (cached) teacher."""
@@ -150,9 +144,8 @@ def test_soft_cell_record_counts_labels_and_charges_teacher(
         _digits_protocol("soft_replay", teacher_config),
         recipe=dataclasses.replace(get_protocol("soft").recipe, epochs=5),
     )
-    monkeypatch.setitem(PROTOCOLS._entries, "soft_replay", protocol)
     outcome = run_cell(
-        CellSpec(method="random", dataset="digits", protocol="soft_replay", seed=0, ipc=1),
+        CellSpec(method="random", dataset="digits", protocol=protocol, seed=0, ipc=1),
         results_dir=tmp_path,
         device="cpu",
         save_set=False,
@@ -228,7 +221,7 @@ def _record(method: str, protocol: str, seed: int, accuracies: list[float], ipc:
 
 
 def test_ddranking_scores_from_records(tmp_path: Path) -> None:
-    from leaderboard.records import ResultRecord, write_record
+    from leaderboard import ResultRecord, write_record
 
     rows = [
         ("dm", "soft", 0, [0.90, 0.92]), ("dm", "soft", 1, [0.94]),  # syn soft: mean of seed means 0.925

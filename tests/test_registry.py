@@ -52,3 +52,14 @@ def test_protocol_recipes_match_the_reference():
     )
     assert recipe.decay_at == 0.5 and recipe.decay_factor == 0.1 and classic.augmentation == "dsa"
     assert set(get_protocol("cross_arch").models) == {"mlp", "lenet", "alexnet", "vgg11", "resnet18"}
+
+
+def test_every_method_has_a_config_that_states_only_its_schema():
+    """``configs/method/<name>.yaml`` extends the method's typed schema and restates no default."""
+    from omegaconf import OmegaConf
+
+    from data.configs import config_dir
+
+    for name in list_methods():
+        values = OmegaConf.to_container(OmegaConf.load(config_dir() / "method" / f"{name}.yaml"))
+        assert values == {"defaults": [f"/method_schema/{name}@_here_", "_self_"]}, name

@@ -22,16 +22,14 @@ from typing import Any
 
 import pytest
 
-from condense.benchmark import CellSpec, run_cell
+from bench import CellSpec, run_cell
 from leaderboard import build_table, load_records, write_outputs
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)"
 )
-websocket = pytest.importorskip(
-    "websocket", reason="websocket-client is not installed (pip install '.[test]')"
-)
+websocket = pytest.importorskip("websocket", reason="websocket-client is not installed (pip install '.[test]')")
 
 CHROMIUM_FLAGS = (
     "--headless",

@@ -9,14 +9,8 @@ import torch
 
 import baselines.rs2  # noqa: F401 - registers rs2
 from condense import create_method
-from data import load_dataset
 from data.synthetic import Budget
 from evaluation.protocols import evaluate_set, get_protocol, rs2_schedule
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", seed=0)
 
 
 def test_rounds_never_repeat_an_image_within_a_pass(digits):

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from baselines import Selector
 from baselines._budget import allocate_proportionally, selection_groups, top_k
 from baselines._proxy import (
     DYNAMICS,
     ProxyRecipe,
+    ProxySelector,
     build_proxy_model,
     el2n_from_logits,
     last_layer_gradients,
@@ -39,10 +39,12 @@ from baselines.scores import forgetting_counts, grand_scores
 from baselines.tdds import tdds_scores
 from condense import create_method, list_methods
 from data import load_dataset
+from data.methods import METHODS
 from data.synthetic import Budget
-from evaluation.protocols import PROTOCOLS, get_protocol
+from evaluation.protocols import get_protocol
 
-SELECTORS = ("herding", "kcenter", "forgetting", "el2n", "grand", "ccs", "moderate", "dq", "tdds")
+#: The proxy-based selectors, from the registry.
+SELECTORS = tuple(n for n in list_methods() if issubclass(METHODS.get(n), ProxySelector))
 TINY_EPOCHS = 4
 #: Options that keep every selector's proxy tiny (and, for GraNd, two proxies).
 TINY_OPTIONS = {
@@ -77,22 +79,19 @@ def proxy(train, cache_dir):
 # -- registry and configs ----------------------------------------------------------------------
 
 
-def test_selectors_are_registered_with_configs_and_yamls():
-    assert set(SELECTORS) <= set(list_methods())
+def test_selectors_are_registered_with_typed_configs():
+    assert {"herding", "kcenter", "forgetting", "el2n", "grand", "ccs", "moderate", "dq", "tdds"} <= set(SELECTORS)
     for name in SELECTORS:
         method = create_method(name)
         assert isinstance(method, Selector) and method.family == "selection" and method.name == name
         assert dataclasses.is_dataclass(method.config) and method.config.__dataclass_params__.frozen
         with pytest.raises(dataclasses.FrozenInstanceError):
             method.config.balanced = False  # type: ignore[misc]
-        options = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
-        assert options.pop("name") == name
-        assert options == dataclasses.asdict(method.config), f"configs/method/{name}.yaml differs from the defaults"
         assert "cache_dir" not in method.config_dict()  # a location: kept out of cell keys
 
 
 def test_cache_location_is_not_part_of_the_cell_key(tmp_path):
-    from condense.benchmark import CellSpec, cell_key
+    from bench import CellSpec, cell_key
 
     def key(**options):
         spec = CellSpec(method="el2n", dataset="digits", protocol="fast", seed=0, ipc=10, method_options=options)
@@ -124,7 +123,7 @@ def test_selector_budgets_determinism_and_scores(name, train, cache_dir):
     assert torch.equal(ipc.images, train.images[indices]) and torch.equal(ipc.labels, train.labels[indices])
     scores = ipc.extras["scores"]
     assert scores.shape == (len(train),) and torch.isfinite(scores).all() and scores.std() > 0
-    assert ipc.provenance["method"] == name and ipc.provenance["proxy_seconds"] > 0
+    assert ipc.provenance["method"] == name and ipc.provenance["precomputed"]["proxy"]["seconds"] > 0
 
     budget = Budget(fraction=0.3)
     first = tiny(name, cache_dir).condense(train, budget, seed=0)
@@ -132,8 +131,8 @@ def test_selector_budgets_determinism_and_scores(name, train, cache_dir):
     assert first.class_counts().tolist() == budget.per_class_counts(train.class_counts()).tolist()
     assert torch.equal(first.extras["indices"], again.extras["indices"])
     assert torch.equal(first.extras["scores"], again.extras["scores"])
-    assert again.provenance["proxy_cache_hit"] is True
-    assert again.provenance["proxy_seconds"] == first.provenance["proxy_seconds"]
+    assert again.provenance["precomputed"]["proxy"]["cache_hit"] is True
+    assert again.provenance["precomputed"]["proxy"]["seconds"] == first.provenance["precomputed"]["proxy"]["seconds"]
 
 
 @pytest.mark.parametrize("name", ["el2n", "moderate", "ccs"])
@@ -413,12 +412,13 @@ SMOKE_PROTOCOL = dataclasses.replace(
 )
 
 
-@pytest.mark.parametrize("protocol", [SMOKE_PROTOCOL.name, pytest.param("fast", marks=pytest.mark.slow)])
-def test_herding_and_kcenter_cells_share_a_table_with_random_and_dm(protocol, tmp_path, cache_dir, monkeypatch):
-    from condense.benchmark import CellSpec, run_cell
+@pytest.mark.parametrize(
+    "protocol", [SMOKE_PROTOCOL, pytest.param(get_protocol("fast"), marks=pytest.mark.slow)], ids=lambda p: p.name
+)
+def test_herding_and_kcenter_cells_share_a_table_with_random_and_dm(protocol, tmp_path, cache_dir):
+    from bench import CellSpec, run_cell
     from leaderboard import build_table, load_records
 
-    monkeypatch.setitem(PROTOCOLS._entries, SMOKE_PROTOCOL.name, SMOKE_PROTOCOL)  # removed after the test
     proxy_options = {"proxy_epochs": TINY_EPOCHS, "cache_dir": str(cache_dir)}
     cells = {"random": {}, "herding": proxy_options, "kcenter": proxy_options}
     if "dm" in list_methods():
@@ -430,9 +430,11 @@ def test_herding_and_kcenter_cells_share_a_table_with_random_and_dm(protocol, tm
     assert not loaded.problems
     table = build_table(loaded.records)
     for method in cells:
-        rows = table[(table["method"] == method) & (table["dataset"] == "digits") & (table["protocol"] == protocol)]
+        rows = table[
+            (table["method"] == method) & (table["dataset"] == "digits") & (table["protocol"] == protocol.name)
+        ]
         assert len(rows) == 1, f"no {method} row in the table"
-    models = get_protocol(protocol).num_models
+    models = protocol.num_models
     for record in loaded.records:
         accuracies = record.results["convnet3"].accuracies
         assert len(accuracies) == models and all(math.isfinite(a) and 0.1 < a <= 1 for a in accuracies)
@@ -444,7 +446,7 @@ def test_herding_and_kcenter_cells_share_a_table_with_random_and_dm(protocol, tm
 
 @pytest.mark.slow
 def test_half_of_digits_stays_within_three_points_of_full(tmp_path):
-    from condense.benchmark import CellSpec, run_cell
+    from bench import CellSpec, run_cell
 
     def accuracy(method: str, fraction: float | None) -> float:
         options = {} if method in ("random", "full") else {"cache_dir": str(tmp_path / "proxy_cache")}

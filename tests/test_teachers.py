@@ -10,25 +10,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from condense.benchmark import precompute_costs
-from data import load_dataset
+from data.cache import cache_dir
+from data.provenance import merge_provenance, precomputed_costs
 from evaluation.teachers import (
     META_NAME,
     WEIGHTS_NAME,
     TeacherConfig,
     TeacherEnsemble,
     cache_key,
-    default_cache_dir,
+    charge_teachers,
     load_or_train_teacher,
     load_or_train_teachers,
     read_state_dict,
-    teacher_provenance,
 )
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", seed=0)
 
 
 def _config(tmp_path: Path, **overrides) -> TeacherConfig:
@@ -53,9 +47,13 @@ def test_teacher_is_cached_with_recipe_and_accuracy(tmp_path: Path, digits) -> N
     assert second.cache_hit and second.seconds == first.seconds
     for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    provenance = teacher_provenance([second])
-    assert provenance == {"teacher_seconds": first.seconds, "teacher_cache_hit": True}
-    assert precompute_costs(provenance) == {"precompute_seconds": first.seconds, "precompute_cache_hit": True}
+    provenance: dict = {}
+    charge_teachers(provenance, [second])
+    charge_teachers(provenance, [first])  # a second use adds its cost; a hit only if both were
+    assert provenance == {"precomputed": {"teacher": {"seconds": 2 * first.seconds, "cache_hit": False}}}
+    assert precomputed_costs(provenance) == {"precompute_seconds": 2 * first.seconds, "precompute_cache_hit": False}
+    merged = merge_provenance({"distill_seconds": 1.0}, provenance)
+    assert merged["distill_seconds"] == 1.0 and merged["precomputed"] == provenance["precomputed"]
 
 
 def test_key_covers_recipe_and_data_not_location(tmp_path: Path, digits) -> None:
@@ -115,8 +113,11 @@ def test_ensemble_averages_member_logits(tmp_path: Path, digits) -> None:
     assert single is member.model and member.cache_hit
 
 
-def test_default_cache_dir_follows_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_cache_dir_follows_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CONDENSE_CACHE", str(tmp_path))
-    assert default_cache_dir() == tmp_path / "teachers"
+    assert cache_dir("teachers") == tmp_path / "teachers"
     monkeypatch.delenv("CONDENSE_CACHE")
-    assert default_cache_dir() == Path.home() / ".cache" / "condense" / "teachers"
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert cache_dir("teachers") == Path.home() / ".cache" / "condense" / "teachers"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir("experts") == tmp_path / "xdg" / "condense" / "experts"
