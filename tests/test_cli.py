@@ -231,6 +231,8 @@ def test_experiments_compose_into_complete_cells(compose_bench):
     from data.configs import option_names
 
     assert {"smoke", "fashion_mnist_dm", "mutag_mirage"} <= set(option_names("experiment"))
+    smoke = compose_bench(["experiment=smoke"])
+    assert smoke.ipc == 1 and list(smoke.references) == []  # an experiment's values win over bench.yaml's
     for name in option_names("experiment"):
         cfg = compose_bench([f"experiment={name}", "seed=0"])
         cell = resolve_cell(spec_from_config(cfg, overrides=[f"experiment={name}"]))
