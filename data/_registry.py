@@ -43,6 +43,7 @@ class Registry(Generic[T]):
         self._entry_point_group = entry_point_group
         self._adapt = adapt
         self._discovered = not (providers or entry_point_group)
+        self._discovery_error: Exception | None = None
 
     def register(self, name: str, entry: T | None = None) -> Callable[[T], T] | T:
         """Register ``entry`` under ``name``; usable as ``@registry.register("name")``."""
@@ -73,13 +74,19 @@ class Registry(Generic[T]):
     def discover(self) -> None:
         """Import the providers and load the installed plugins (once)."""
         if self._discovered:
+            if self._discovery_error is not None:
+                raise self._discovery_error  # the same error every time, not a half-filled registry
             return
         self._discovered = True
-        for module in self._providers:
-            importlib.import_module(module)
-        if self._entry_point_group is not None:
-            for entry_point in metadata.entry_points(group=self._entry_point_group):
-                self._load_plugin(entry_point)
+        try:
+            for module in self._providers:
+                importlib.import_module(module)
+            if self._entry_point_group is not None:
+                for entry_point in metadata.entry_points(group=self._entry_point_group):
+                    self._load_plugin(entry_point)
+        except Exception as error:
+            self._discovery_error = error
+            raise
 
     def _load_plugin(self, entry_point: metadata.EntryPoint) -> None:
         source = f"entry point {entry_point.name!r} = {entry_point.value!r} (group {self._entry_point_group})"

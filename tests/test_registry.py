@@ -63,3 +63,20 @@ def test_every_method_has_a_config_that_states_only_its_schema():
     for name in list_methods():
         values = OmegaConf.to_container(OmegaConf.load(config_dir() / "method" / f"{name}.yaml"))
         assert values == {"defaults": [f"/method_schema/{name}@_here_", "_self_"]}, name
+
+
+def test_a_registry_fills_itself_from_its_providers_once_and_keeps_a_failure(tmp_path, monkeypatch):
+    (tmp_path / "provider_ok.py").write_text("from test_registry_target import REGISTRY\nREGISTRY.register('a', 1)\n")
+    (tmp_path / "provider_bad.py").write_text("raise RuntimeError('broken provider')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import sys
+    import types
+
+    target = types.ModuleType("test_registry_target")
+    target.REGISTRY = Registry("thing", providers=("provider_ok",))
+    monkeypatch.setitem(sys.modules, "test_registry_target", target)
+    assert target.REGISTRY.get("a") == 1 and target.REGISTRY.names() == ["a"]
+    broken = Registry("thing", providers=("provider_bad",))
+    for _ in range(2):  # the provider's own error, every time
+        with pytest.raises(RuntimeError, match="broken provider"):
+            broken.names()
