@@ -9,9 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from data.files import write_text_atomic
+from data.files import StrPath, write_text_atomic
 from leaderboard.ddranking import ddranking_scores
-from leaderboard.records import StrPath
 from leaderboard.report import render_report
 from leaderboard.store import LoadedRecords, load_records
 from leaderboard.table import build_table, to_csv, to_json, to_markdown

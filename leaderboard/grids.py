@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from data.files import StrPath
 from data.setfile import open_set_file
-from leaderboard.records import ResultRecord, StrPath
+from leaderboard.records import ResultRecord
 from leaderboard.table import RANDOM_METHOD, REFERENCE_FAMILY, BudgetKey
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,6 @@ import copy
 import json
 import math
 import numbers
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ FAMILIES = ("distillation", "selection", "reference")
 LABEL_TYPES = ("hard", "soft")
 CONSISTENCY_TOLERANCE = 1e-9
 
-StrPath = str | os.PathLike[str]
 
 _HEX_RE = re.compile(r"^[0-9a-f]+$")
 _PATH_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+\-]*$")

@@ -14,9 +14,10 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from data.files import StrPath
 from leaderboard._context import ReportContext, ReportSection, SectionBuilder
 from leaderboard._templates import ENVIRONMENT
-from leaderboard.records import ResultRecord, StrPath
+from leaderboard.records import ResultRecord
 from leaderboard.sections import DEFAULT_SECTION_BUILDERS
 from leaderboard.table import SIGNIFICANCE_MARKER, build_table
 

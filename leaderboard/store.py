@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.files import write_text_atomic
-from leaderboard.records import _HEX_RE, RecordError, ResultRecord, StrPath, _check_path_segment
+from data.files import StrPath, write_text_atomic
+from leaderboard.records import _HEX_RE, RecordError, ResultRecord, _check_path_segment
 
 RECORDS_DIRNAME = "records"
 

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from data.files import write_text_atomic
-from leaderboard.records import ResultRecord, StrPath, budget_label, summarize_accuracies
+from data.files import StrPath, write_text_atomic
+from leaderboard.records import ResultRecord, budget_label, summarize_accuracies
 
 RANDOM_METHOD = "random"
 #: The random floor of a table group, per modality (images: ``random``; graphs: ``random_graphs``).

@@ -39,13 +39,13 @@ def subprocess_env(*python_paths: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def bench_env() -> Callable[..., dict[str, str]]:
     """``bench_env(*python_paths, **variables)``: the environment of a benchmark subprocess."""
     return subprocess_env
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_bench() -> Callable[..., subprocess.CompletedProcess[str]]:
     """``run_bench(*overrides, cwd=..., env=None, timeout=600)``: ``python -m bench`` in a subprocess."""
 

@@ -79,18 +79,6 @@ def plugin_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def bench_env(plugin_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "CONDENSE_CACHE"}
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(plugin_dir)]),
-        TQDM_DISABLE="1",
-        HYDRA_FULL_ERROR="1",
-        OMP_NUM_THREADS="1",
-        **extra,
-    )
-    return env
-
-
 def bench_popen(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "bench", *args],
@@ -99,12 +87,6 @@ def bench_popen(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-
-
-def bench(*args: str, cwd: Path, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -305,7 +287,7 @@ SWEEP = ["-m", "method=sleepy", "seed=0,1", *TINY]
 
 
 @pytest.fixture(scope="module")
-def resumed_basic_sweep(plugin_dir, tmp_path_factory) -> tuple[Path, str]:
+def resumed_basic_sweep(plugin_dir, tmp_path_factory, bench_env, run_bench) -> tuple[Path, str]:
     """The sweep under the basic launcher, killed (SIGKILL) in the middle of its second cell and
     run again; returns the results folder and the re-run's output."""
     folder = tmp_path_factory.mktemp("basic")
@@ -320,7 +302,7 @@ def resumed_basic_sweep(plugin_dir, tmp_path_factory) -> tuple[Path, str]:
     sweep.send_signal(signal.SIGKILL)  # the second cell is in its 3 s selection
     sweep.communicate(timeout=60)
     assert len(record_files(results)) == 1
-    rerun = bench(*args, cwd=folder, env=bench_env(plugin_dir))
+    rerun = run_bench(*args, cwd=folder, env=bench_env(plugin_dir))
     assert rerun.returncode == 0, rerun.stderr
     return results, rerun.stdout
 
@@ -345,9 +327,9 @@ def test_killed_sweep_resumes_each_cell_once(resumed_basic_sweep):
     ],
     ids=["joblib", "submitit_local"],
 )
-def test_launchers_give_the_same_records(resumed_basic_sweep, plugin_dir, tmp_path, launcher):
+def test_launchers_give_the_same_records(resumed_basic_sweep, plugin_dir, tmp_path, launcher, bench_env, run_bench):
     results = tmp_path / "r"
-    result = bench(*SWEEP, f"results_dir={results}", *launcher, cwd=tmp_path, env=bench_env(plugin_dir))
+    result = run_bench(*SWEEP, f"results_dir={results}", *launcher, cwd=tmp_path, env=bench_env(plugin_dir))
     assert result.returncode == 0, result.stderr
     expected = accuracies_by_cell(resumed_basic_sweep[0])
     assert len(expected) == 2 and accuracies_by_cell(results) == expected
@@ -355,7 +337,7 @@ def test_launchers_give_the_same_records(resumed_basic_sweep, plugin_dir, tmp_pa
         assert list((results / "hydra" / "multirun").glob("*/.submitit/*/*.pkl")), "not run through submitit"
 
 
-def test_two_processes_on_one_cell_and_one_cache(plugin_dir, tmp_path):
+def test_two_processes_on_one_cell_and_one_cache(plugin_dir, tmp_path, bench_env):
     """Two processes on the same cell and a third on another cell, at once; all three need the same
     proxy model. The 2 s pause before selecting makes them overlap whatever their start-up."""
     results = tmp_path / "r"
@@ -380,7 +362,7 @@ def test_two_processes_on_one_cell_and_one_cache(plugin_dir, tmp_path):
     assert not list(results.rglob("*.tmp"))
 
 
-def test_a_reference_running_in_another_job_is_not_waited_for(plugin_dir, tmp_path):
+def test_a_reference_running_in_another_job_is_not_waited_for(plugin_dir, tmp_path, bench_env, run_bench):
     """Job A runs the ``sleepy`` cell (10 s); job B's cell has ``sleepy`` as its reference row. B
     runs its own cell, finds the reference locked by A, and ends while A still runs; each cell
     ends up recorded once."""
@@ -392,7 +374,7 @@ def test_a_reference_running_in_another_job_is_not_waited_for(plugin_dir, tmp_pa
     while not any(f"pid {first.pid}" in p.read_text() for p in (results / "locks").glob("*.lock")):
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.1)
-    second = bench("method=random", *TINY, "references=[sleepy]", f"results_dir={results}", cwd=tmp_path, env=env)
+    second = run_bench("method=random", *TINY, "references=[sleepy]", f"results_dir={results}", cwd=tmp_path, env=env)
     assert second.returncode == 0, second.stderr
     assert first.poll() is None, "B waited for A's cell"
     assert "sleepy cell" in second.stdout and "is running in another job; not waiting for it" in second.stdout
@@ -404,24 +386,13 @@ def test_a_reference_running_in_another_job_is_not_waited_for(plugin_dir, tmp_pa
 # -- sweep and launcher configs: composition, and the job array a cluster user would submit -------
 
 
-def _compose(overrides: list[str], *, hydra_config: bool = False):
-    from hydra import compose, initialize_config_dir
-
-    from bench.schemas import register_schemas
-    from data.configs import config_dir
-
-    register_schemas()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("bench", overrides=overrides, return_hydra_config=hydra_config)
-
-
-def _sweep_jobs(sweep: str) -> list[list[str]]:
+def _sweep_jobs(compose_bench, sweep: str) -> list[list[str]]:
     """The override lists of every job of ``sweep=<sweep>`` (as the basic sweeper expands them)."""
     import itertools
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    params = _compose([f"sweep={sweep}"], hydra_config=True).hydra.sweeper.params
+    params = compose_bench([f"sweep={sweep}"], hydra_config=True).hydra.sweeper.params
     parsed = OverridesParser.create().parse_overrides([f"{key}={value}" for key, value in params.items()])
     axes = [
         [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
@@ -433,32 +404,26 @@ def _sweep_jobs(sweep: str) -> list[list[str]]:
 @pytest.mark.parametrize(
     ("sweep", "cells"), [("classic_table", 144), ("classic_table_digits", 16), ("soft_label", 486)]
 )
-def test_sweep_configs_compose_into_valid_cells(sweep, cells):
-    from hydra.core.global_hydra import GlobalHydra
-
+def test_sweep_configs_compose_into_valid_cells(sweep, cells, compose_bench):
     from bench import cell_key
     from bench.cli import spec_from_config
 
-    jobs = _sweep_jobs(sweep)
+    jobs = _sweep_jobs(compose_bench, sweep)
     assert len(jobs) == cells
     keys: dict[tuple[str, ...], str] = {}
     for job in jobs:  # one job per (method, dataset): the other axes do not change the options
         axes = tuple(o for o in job if o.split("=")[0] in ("method", "dataset"))
         if axes not in keys:
-            GlobalHydra.instance().clear()
-            keys[axes] = cell_key(spec_from_config(_compose([f"sweep={sweep}", *job])))  # validates options
+            keys[axes] = cell_key(spec_from_config(compose_bench([f"sweep={sweep}", *job])))  # validates options
     assert len(set(keys.values())) == len(keys) > 1
 
 
-def test_slurm_config_composes():
+def test_slurm_config_composes(compose_bench):
     """What ``condense-bench --cfg job hydra/launcher=slurm sweep=classic_table`` resolves."""
-    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    GlobalHydra.instance().clear()
-    first_job = _sweep_jobs("classic_table")[0]
-    GlobalHydra.instance().clear()
-    cfg = _compose(["hydra/launcher=slurm", "sweep=classic_table", *first_job], hydra_config=True)
+    first_job = _sweep_jobs(compose_bench, "classic_table")[0]
+    cfg = compose_bench(["hydra/launcher=slurm", "sweep=classic_table", *first_job], hydra_config=True)
     job = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     assert job["method"]["name"] == "dc" and job["dataset"]["name"] == "mnist" and job["protocol"]["name"] == "classic"
     assert job["references"] == ["random", "full"]
@@ -466,7 +431,7 @@ def test_slurm_config_composes():
     assert launcher._target_.endswith("SlurmLauncher") and launcher.gpus_per_task == 1 and launcher.max_num_timeout > 0
 
 
-def test_slurm_array_is_rendered_from_the_preset(plugin_dir, tmp_path):
+def test_slurm_array_is_rendered_from_the_preset(plugin_dir, tmp_path, bench_env, run_bench):
     """The real launcher path up to ``sbatch``: a fake ``srun``/``sbatch`` keep the script."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -478,7 +443,7 @@ def test_slurm_array_is_rendered_from_the_preset(plugin_dir, tmp_path):
     env = bench_env(plugin_dir, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     args = ["-m", "method=random", "seed=0,1,2", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"]
     args += ["hydra.launcher.array_parallelism=2"]
-    result = bench(*args, f"results_dir={tmp_path / 'r'}", cwd=tmp_path, env=env)
+    result = run_bench(*args, f"results_dir={tmp_path / 'r'}", cwd=tmp_path, env=env)
     assert result.returncode != 0 and captured.is_file(), result.stderr
     script = captured.read_text()
     for flag in (

@@ -6,7 +6,6 @@ The torchrun tests start two CPU ranks (Gloo) with ``python -m torch.distributed
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,12 +30,6 @@ def torchrun(*args: str, cwd: Path, env: dict[str, str], timeout: int = 300) -> 
         text=True,
         timeout=timeout,
     )
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("CONDENSE_CACHE", "WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", TQDM_DISABLE="1", HYDRA_FULL_ERROR="1", **extra)
-    return env
 
 
 # -- splitting batches ---------------------------------------------------------------------------
@@ -140,7 +133,7 @@ def test_global_batchnorm_forward_and_backward_are_batchnorms(make_layer, shape)
 
 
 # -- two ranks against one process -------------------------------------------------------------
-def test_torchrun_training_matches_one_process(tmp_path: Path) -> None:
+def test_torchrun_training_matches_one_process(tmp_path: Path, bench_env) -> None:
     """Hard and soft (online, replay, stored) training of a BatchNorm ConvNet with DSA, CutMix and
     Mixup, batches of 32 over 97 images (a last batch of one): two ranks end with the weights one
     process ends with, up to float32 summation order."""
@@ -149,9 +142,7 @@ def test_torchrun_training_matches_one_process(tmp_path: Path) -> None:
         import data_parallel_cases
     finally:
         sys.path.remove(str(TESTS))
-    done = torchrun(
-        str(TESTS / "data_parallel_cases.py"), cwd=tmp_path, env=subprocess_env(OUT=str(tmp_path), PYTHONPATH=str(ROOT))
-    )
+    done = torchrun(str(TESTS / "data_parallel_cases.py"), cwd=tmp_path, env=bench_env(OUT=str(tmp_path)))
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     single = data_parallel_cases.run_cases(None)
@@ -206,20 +197,13 @@ def records_of(results: Path) -> dict[str, dict]:
     return {r["method"]: r for r in records}
 
 
-def test_torchrun_cell_writes_one_record_like_one_process(tmp_path: Path) -> None:
+def test_torchrun_cell_writes_one_record_like_one_process(tmp_path: Path, bench_env, run_bench) -> None:
     """``torchrun -m bench``: a herding cell and its random row under a soft protocol,
     one record each, the accuracies of one process; a second run skips both."""
     (tmp_path / "dp_test_plugin.py").write_text(PLUGIN)
     # One teacher cache for both runs: the teacher is trained once, as on a cluster.
-    env = subprocess_env(PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]), CONDENSE_CACHE=str(tmp_path / "cache"))
-    single = subprocess.run(
-        [sys.executable, "-m", "bench", *CELL, f"results_dir={tmp_path / 'single'}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    env = bench_env(tmp_path, CONDENSE_CACHE=str(tmp_path / "cache"))
+    single = run_bench(*CELL, f"results_dir={tmp_path / 'single'}", cwd=tmp_path, env=env, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
     first = torchrun("-m", "bench", *CELL, f"results_dir={tmp_path / 'dp'}", cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
