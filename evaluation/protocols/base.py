@@ -65,13 +65,6 @@ class EvaluationProtocol(ABC):
                 data.pop(key)
         return {"modality": self.modality, **data}
 
-    def recipe_dict(self) -> dict[str, Any]:
-        """The recipe alone: :meth:`config_dict` without the identity (name, version, derivation)."""
-        data = self.config_dict()
-        for key in ("modality", "name", "version", "derived_from", "changes"):
-            data.pop(key, None)
-        return data
-
     def evaluate(
         self,
         compressed: Any,
