@@ -51,6 +51,7 @@ from data.cache import cache_dir as product_cache_dir
 from data.methods import MethodConfig
 from data.provenance import add_precomputed
 from data.seeding import derive_seed, make_generator, seeded_torch
+from data.untrusted import parse_json
 from evaluation.models import FeatureNet, create_model
 
 logger = logging.getLogger(__name__)
@@ -319,8 +320,8 @@ def _read_proxy(path: Path, train: ImageDataset, recipe: ProxyRecipe, key: str) 
         raw_metadata = (handle.metadata() or {}).get("condense_bench")
         if raw_metadata is None:
             raise ValueError("no proxy metadata")
-        metadata = json.loads(raw_metadata)
-        if metadata.get("format") != PROXY_FORMAT or metadata.get("key") != key:
+        metadata = parse_json(raw_metadata, path)
+        if not isinstance(metadata, dict) or metadata.get("format") != PROXY_FORMAT or metadata.get("key") != key:
             raise ValueError(f"foreign or mismatched proxy file (key {metadata.get('key')!r}, expected {key!r})")
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 - not a dict
     dynamics = {name: tensors[f"dynamics.{name}"] for name in DYNAMICS}

@@ -18,7 +18,7 @@ from bench.modality import Modality, get_modality
 from condense import create_method, list_methods
 from data import check_dataset_options, dataset_modality, list_datasets
 from data.methods import Method
-from data.synthetic import Budget
+from data.synthetic import BUDGET_POLICIES, Budget, BudgetError
 from evaluation.protocols import EvaluationProtocol, get_protocol, list_protocols
 
 #: Dataset options that say where files are, not what the data is: kept out of the cell key.
@@ -38,6 +38,8 @@ class CellSpec:
         fraction: kept share of the training set, or ``None`` (exclusive with ``ipc``).
         method_options: the method's options (defaults where absent).
         dataset_options: the dataset's options (``root``, ``val_fraction``, ...).
+        budget_policy: ``error`` refuses an ``ipc`` above a class's size; ``cap`` keeps the whole
+            class instead (selection methods) and records the capped counts.
     """
 
     method: str
@@ -48,6 +50,7 @@ class CellSpec:
     fraction: float | None = None
     method_options: dict[str, Any] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    budget_policy: str = "error"
 
     @property
     def protocol_name(self) -> str:
@@ -89,6 +92,13 @@ def resolve_cell(spec: CellSpec) -> Cell:
     budget = Budget(ipc=spec.ipc, fraction=spec.fraction) if method.uses_budget else Budget()
     if method.uses_budget and budget.is_full:
         raise ValueError(f"method {spec.method!r} needs a budget: set ipc=N or fraction=F ({modality.budget_meaning})")
+    if spec.budget_policy not in BUDGET_POLICIES:
+        raise BudgetError(f"unknown budget_policy {spec.budget_policy!r}; valid: {', '.join(BUDGET_POLICIES)}")
+    if spec.budget_policy == "cap" and method.family == "distillation":
+        raise BudgetError(
+            f"budget_policy=cap keeps whole classes, which only selection methods can do; {spec.method!r} "
+            "learns ipc images of every class: give an ipc no class falls below"
+        )
     identity = {
         "method": spec.method,
         "method_config": method.config_dict(),
@@ -100,6 +110,9 @@ def resolve_cell(spec: CellSpec) -> Cell:
         "protocol_version": protocol.version,
         "seed": spec.seed,
     }
+    if spec.budget_policy != "error":
+        # A capped cell is not the cell its ipc names (kept out of the key otherwise).
+        identity["budget_policy"] = spec.budget_policy
     if protocol.derived_from is not None:
         # A changed protocol: its whole recipe is part of what the cell is.
         identity["protocol_config"] = protocol.config_dict()

@@ -25,6 +25,7 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
@@ -34,6 +35,8 @@ from bench.runner import CellOutcome, run_cell
 from bench.schemas import BENCH_KEYS, register_schemas
 from data.configs import config_dir
 from data.devices import auto_device, resolve_device
+from data.files import check_writable
+from data.untrusted import InputError
 from evaluation.parallel import DataParallel, close, from_environment, single_or
 from evaluation.protocols import changed_fields, derive_protocol, get_protocol, protocol_from_config
 
@@ -45,7 +48,7 @@ MAIN_JOB_SWEEPS = ("default", "digits_distillation", "digits_decoupled", "graph"
 GROUPS = ("method", "dataset", "protocol", "sweep", "experiment")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """The command line asks for something the benchmark would not do as asked."""
 
 
@@ -98,6 +101,7 @@ def spec_from_config(cfg: DictConfig, *, overrides: Sequence[str] = (), protocol
         fraction=None if fraction is None else float(fraction),
         method_options=method_options,
         dataset_options={k: v for k, v in dataset_options.items() if v is not None or k != "root"},
+        budget_policy=str(cfg.get("budget_policy", "error")),
     )
 
 
@@ -245,7 +249,7 @@ def _app(cfg: DictConfig) -> str:
         device = job_device(str(cfg.device), job_num=job_num)
         resolve_device(device)  # refuse a device the machine lacks before any work
         cell, references = _cells_of(cfg, hydra_config)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         # A bad command line: say what is wrong, no traceback, non-zero exit, nothing run.
         print(f"condense-bench: error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
@@ -257,6 +261,11 @@ def _app(cfg: DictConfig) -> str:
     parallel = from_environment(device)
     try:
         record_path = _run_cells(cfg, cell, references, device, parallel)
+    except InputError as error:
+        # Bad input found at run time (a budget above a class's size, a corrupt file): one line, no traceback.
+        close(parallel, wait_for_others=False)
+        print(f"condense-bench: error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
     except BaseException:
         close(parallel, wait_for_others=False)  # torchrun stops the other ranks when this one fails
         raise
@@ -320,10 +329,22 @@ def _report_cell(outcome: CellOutcome) -> None:
 
 
 class ReportCallback(Callback):
-    """Writes the leaderboard (tables and HTML report) when a run or a sweep ends."""
+    """Writes the leaderboard (tables and HTML report) when a run or a sweep ends; says which job failed.
 
-    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._write(config)
+    A report that cannot be written, or that had to leave record files out, ends the program
+    with exit code 1 and one line saying why (:func:`leaderboard.cli.publish_report`).
+    """
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        if job_return is not None and job_return.status == JobStatus.FAILED:
+            error = job_return._return_value
+            overrides = " ".join(job_return.overrides or [])
+            print(f"condense-bench: error: job [{overrides}] failed: {type(error).__name__}: {error}", file=sys.stderr)
+
+    def on_run_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        # A failed run's own error is what the user needs to see; the records stay for the next report.
+        if job_return is None or job_return.status != JobStatus.FAILED:
+            self._write(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._write(config)
@@ -333,15 +354,13 @@ class ReportCallback(Callback):
         # Under torchrun only rank 0 writes the leaderboard.
         if not config.get("report", True) or int(os.environ.get("RANK", "0")) != 0:
             return
-        from leaderboard import write_outputs
+        from leaderboard.cli import publish_report
 
-        results_dir = results_dir_of(config)
-        try:
-            paths = write_outputs(results_dir)
-        except (FileNotFoundError, ValueError) as error:
-            logger.warning("no leaderboard written: %s", error)
-            return
-        print(f"[condense-bench] leaderboard: {paths.get('html')}", flush=True)
+        code, paths = publish_report(results_dir_of(config), program="condense-bench")
+        if paths:
+            print(f"[condense-bench] leaderboard: {paths.get('html')}", flush=True)
+        if code:
+            sys.exit(code)
 
 
 def run_main_job(overrides: list[str] | None = None) -> None:
@@ -357,8 +376,31 @@ def run_main_job(overrides: list[str] | None = None) -> None:
         _app()
 
 
+#: Hydra flags that only print something: they write nothing, so nothing is checked for them.
+_INFO_FLAGS = frozenset({"-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "--shell-completion", "-sc"})
+
+
+def _check_results_dir_on_command_line(argv: Sequence[str]) -> None:
+    """Refuse a results folder that cannot be written before Hydra makes its run folder in it."""
+    if _INFO_FLAGS.intersection(argv):
+        return
+    candidates = [a for a in argv if a.lstrip("+").startswith("results_dir=")]
+    folder = "results"
+    if candidates:
+        (override,) = OverridesParser.create().parse_overrides(candidates[-1:])
+        value = override.value()
+        folder = str(value) if isinstance(value, str) else ""
+    if folder:
+        check_writable([to_absolute_path(folder)])
+
+
 def main() -> None:
     """Console entry point: no arguments (or ``main [overrides]``) runs the main job."""
+    try:
+        _check_results_dir_on_command_line(sys.argv[2:] if sys.argv[1:2] == ["main"] else sys.argv[1:])
+    except InputError as error:
+        print(f"condense-bench: error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
     import_plugins(_plugins_on_command_line(sys.argv[1:]))
     register_schemas()
     if len(sys.argv) == 1 or sys.argv[1] == "main":

@@ -31,6 +31,7 @@ class Modality:
             (``random`` runs ``random_graphs`` on a graph dataset).
         budget_meaning: what a fraction budget keeps, for messages.
         data_parallel: whether a cell's evaluation can run data-parallel under torchrun.
+        units: what a class holds, for messages (``images``, ``graphs``).
     """
 
     name: str
@@ -39,6 +40,7 @@ class Modality:
     references: Mapping[str, str] = field(default_factory=dict)
     budget_meaning: str = "a share of the training images"
     data_parallel: bool = False
+    units: str = "images"
 
     def reference_method(self, reference: str) -> str:
         """The method that plays ``reference`` (``random``, ``full``) on this modality."""
@@ -116,6 +118,7 @@ MODALITIES.register(
         set_suffix=".graphset",
         references={"random": "random_graphs", "full": "full_graphs"},
         budget_meaning="a share of the training set's bytes",
+        units="graphs",
     ),
 )
 

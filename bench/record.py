@@ -26,6 +26,7 @@ def build_record(
     results_dir: Path,
     set_path: Path | None,
     parallel: DataParallel | None = None,
+    capped_class_counts: list[int] | None = None,
 ) -> ResultRecord:
     """The record of ``cell``: what ran, what it scored, what it cost, and where.
 
@@ -38,6 +39,7 @@ def build_record(
         results_dir: the results folder (``set_path`` is stored relative to it).
         set_path: the saved set, or ``None``.
         parallel: the torchrun group that evaluated it, if any.
+        capped_class_counts: the per-class counts kept where the ipc was capped at the class sizes.
     """
     # Soft-label protocols: the labels' bytes count in the set's size, the teacher's cost is charged.
     set_bytes = compressed.num_bytes() + int(evaluation.details.get("label_bytes", 0))
@@ -67,6 +69,7 @@ def build_record(
                 provenance, eval_seconds=evaluation.seconds, set_bytes=set_bytes, num_items=len(compressed)
             ),
             **record_stamp(device, results_dir, set_path, parallel=parallel),
+            **({"capped_class_counts": capped_class_counts} if capped_class_counts is not None else {}),
         }
     )
 

@@ -18,8 +18,10 @@ from bench.record import build_record
 from data import load_dataset
 from data.cache import LockTimeout, file_lock
 from data.devices import describe_device, resolve_device
+from data.files import check_writable, remove_temporaries_of
 from evaluation.parallel import DataParallel, single_or
 from leaderboard import RecordError, ResultRecord, find_record, record_path, write_record
+from leaderboard.store import RECORDS_DIRNAME
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,9 @@ def run_cell(
             f"{cell.modality.name} dataset: run condense-bench as one process"
         )
     results_dir = Path(results_dir)
+    if group.is_main:
+        # A folder that cannot take the record is found now, not after the models have trained.
+        check_writable(results_dir / name for name in (CELL_LOCKS_DIRNAME, RECORDS_DIRNAME, SETS_DIRNAME))
     with contextlib.ExitStack() as held:
         running_elsewhere = False
         if group.is_main:
@@ -91,8 +96,12 @@ def run_cell(
                 "cell %s (%s) is running in another process; not waiting for it", cell.key, cell.spec.describe()
             )
             return None
-        existing = group.broadcast_object(_existing_record(results_dir, cell.key) if group.is_main else None)
         path = record_path(results_dir, cell.spec.dataset, cell.spec.method, cell.key)
+        if group.is_main:
+            # Under the cell's lock any temporary of its files is a killed run's.
+            remove_temporaries_of(path)
+            remove_temporaries_of(set_path(results_dir, cell))
+        existing = group.broadcast_object(_existing_record(results_dir, cell.key) if group.is_main else None)
         if existing is not None:
             logger.info("cell %s (%s) already has a record, skipping: %s", cell.key, cell.spec.describe(), path)
             return CellOutcome(cell.key, path, existing, True)
@@ -117,17 +126,23 @@ def _execute(
     torch_device = resolve_device(device)
     logger.info("cell %s: %s on %s", cell.key, spec.describe(), describe_device(torch_device))
     train, val, test = load_dataset(spec.dataset, seed=spec.seed, **spec.dataset_options)
+    capped = cell.budget.capped_counts(
+        train.class_counts(), policy=spec.budget_policy, class_names=tuple(train.class_names), unit=cell.modality.units
+    )
+    if capped is not None:
+        logger.warning("cell %s: ipc=%d capped at the class sizes: %s", cell.key, cell.budget.ipc, capped)
     # Data-parallel cells: rank 0 condenses (not data-parallel) and hands the set to the others.
     compressed = None
     if group.is_main:
         compressed = cell.method.condense(train, cell.budget, seed=spec.seed, device=torch_device, progress=progress)
     compressed = group.broadcast_object(compressed)
     cell.modality.validate(compressed, train)
-    set_path = None
+    if capped is not None:
+        compressed.provenance["capped_class_counts"] = capped
+    saved_path = None
     # The whole-data reference holds the training set itself: not saved.
     if group.is_main and save_set and cell.method.family != "reference" and cell.modality.saves(compressed):
-        target = results_dir / SETS_DIRNAME / spec.dataset / spec.method / f"{cell.key}{cell.modality.set_suffix}"
-        set_path = compressed.save(target)
+        saved_path = compressed.save(set_path(results_dir, cell))
     evaluation = cell.protocol.evaluate(
         compressed,
         test,
@@ -145,9 +160,15 @@ def _execute(
         evaluation=evaluation,
         device=torch_device,
         results_dir=results_dir,
-        set_path=set_path,
+        set_path=saved_path,
         parallel=parallel,
+        capped_class_counts=capped,
     )
+
+
+def set_path(results_dir: Path, cell: Cell) -> Path:
+    """Where the set of ``cell`` is saved: ``<results_dir>/sets/<dataset>/<method>/<key><suffix>``."""
+    return results_dir / SETS_DIRNAME / cell.spec.dataset / cell.spec.method / f"{cell.key}{cell.modality.set_suffix}"
 
 
 def _publish(record: ResultRecord, results_dir: Path, path: Path) -> CellOutcome:

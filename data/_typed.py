@@ -19,10 +19,12 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar, Union
 
+from data.untrusted import InputError
+
 T = TypeVar("T")
 
 
-class OptionError(ValueError):
+class OptionError(InputError):
     """An option is unknown, missing, or has a value of the wrong type."""
 
 

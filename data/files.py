@@ -10,22 +10,111 @@ unlike ``tempfile.mkstemp``'s private 0600).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from data.untrusted import InputError
+
+logger = logging.getLogger(__name__)
 
 StrPath = str | os.PathLike[str]
 
-#: Marks a temporary sibling: ``.<name>.<tag><pid>-<random>.tmp``.
+#: Marks a temporary sibling: ``.<name>.<tag><host>-<pid>-<random>.tmp``.
 TEMPORARY_SUFFIX = ".tmp"
+#: A temporary whose writer cannot be checked (another machine) is stale after this many seconds.
+STALE_AFTER_SECONDS = 24 * 3600
+_WRITER = re.compile(r"(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname().split(".")[0]) or "host"
 
 
 def temporary_sibling(path: StrPath, tag: str = "") -> Path:
-    """A fresh hidden name beside ``path`` for a temporary (nothing is created)."""
+    """A fresh hidden name beside ``path`` for a temporary, naming its writer (nothing is created)."""
     target = Path(path)
-    return target.with_name(f".{target.name}.{tag}{os.getpid()}-{uuid.uuid4().hex[:8]}{TEMPORARY_SUFFIX}")
+    writer = f"{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return target.with_name(f".{target.name}.{tag}{writer}{TEMPORARY_SUFFIX}")
+
+
+def temporaries_of(path: StrPath) -> list[Path]:
+    """The temporaries beside ``path`` that writers of ``path`` made (finished or not)."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        return []
+    return sorted(target.parent.glob(f".{glob_escape(target.name)}.*{TEMPORARY_SUFFIX}"))
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with the glob characters ``*?[`` taken literally."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def remove_temporaries_of(path: StrPath, *, only_dead: bool = False) -> list[Path]:
+    """Remove the temporaries a killed writer of ``path`` left behind; returns what was removed.
+
+    Args:
+        path: the final file or folder.
+        only_dead: keep the temporaries of writers that may still run: those of a live process
+            on this machine, and those of another machine younger than :data:`STALE_AFTER_SECONDS`.
+            Without it every temporary goes (for a caller that holds the lock on ``path``).
+    """
+    removed = []
+    for temporary in temporaries_of(path):
+        if only_dead and _writer_may_run(temporary):
+            continue
+        logger.info("removing %s, left by an interrupted writer", temporary)
+        remove_path(temporary)
+        removed.append(temporary)
+    return removed
+
+
+def _writer_may_run(temporary: Path) -> bool:
+    match = _WRITER.search(temporary.name)
+    if match is not None and match["host"] == _host():
+        return _process_alive(int(match["pid"]))
+    try:
+        return time.time() - temporary.lstat().st_mtime < STALE_AFTER_SECONDS
+    except OSError:
+        return False
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def check_writable(folders: Iterable[StrPath], *, what: str = "results folder") -> None:
+    """Make sure new files can be written in each folder (created if missing), before any work.
+
+    A probe file is written whole and removed in each.
+
+    Raises:
+        InputError: a folder cannot be created or written, naming it and the reason.
+    """
+    for folder in folders:
+        target = Path(folder)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            probe = write_bytes_atomic(target / f".write-probe-{_host()}-{os.getpid()}", b"")
+            probe.unlink()
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise InputError(f"the {what} {target} is not writable ({reason})") from None
 
 
 @contextlib.contextmanager

@@ -25,6 +25,8 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor
 
+from data.untrusted import BadFileError, parse_json, refusing
+
 FORMAT_NAME = "condense-bench/synthetic-set"
 FORMAT_VERSION = 1
 #: The header metadata key holding the set's JSON metadata.
@@ -42,57 +44,55 @@ def check_metadata(raw: dict[str, str] | None, source: str | os.PathLike[str]) -
     """The set metadata of a safetensors header's ``__metadata__``, refused unless it is this format.
 
     Raises:
-        ValueError: no set metadata, not a JSON object, another format, or a newer version.
+        BadFileError: no set metadata, not a JSON object, another format, or a newer version.
     """
-    text = (raw or {}).get(METADATA_KEY)
-    if text is None:
-        raise ValueError(f"{source} is a safetensors file without synthetic-set metadata ('{METADATA_KEY}')")
-    try:
-        metadata = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{source}: the '{METADATA_KEY}' metadata is not JSON ({error})") from None
+    text = (raw or {}).get(METADATA_KEY) if isinstance(raw, dict) else None
+    if not isinstance(text, str):
+        raise BadFileError(source, f"a safetensors file without synthetic-set metadata ('{METADATA_KEY}')")
+    metadata = parse_json(text, source)
     if not isinstance(metadata, dict):
-        raise ValueError(f"{source}: the '{METADATA_KEY}' metadata is not a JSON object")
+        raise BadFileError(source, f"the '{METADATA_KEY}' metadata is not a JSON object")
     if metadata.get("format") != FORMAT_NAME:
-        raise ValueError(f"{source}: unknown format {metadata.get('format')!r}")
+        raise BadFileError(source, f"unknown format {str(metadata.get('format'))[:80]!r}")
     version = metadata.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
-        raise ValueError(f"{source}: format version {version!r} is not one this suite reads (<= {FORMAT_VERSION})")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+        raise BadFileError(source, f"format version {version!r} is not one this suite reads (1 to {FORMAT_VERSION})")
     return metadata
 
 
 def _check_tensors(names: set[str], source: str | os.PathLike[str]) -> None:
     missing = [name for name in REQUIRED_TENSORS if name not in names]
     if missing:
-        raise ValueError(f"{source}: missing tensor(s) {', '.join(missing)} (found {sorted(names)})")
+        raise BadFileError(source, f"missing tensor(s) {', '.join(missing)} (found {sorted(names)[:10]})")
 
 
 def decode_set_file(raw: bytes, source: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The tensors and the checked metadata of a set file's bytes.
 
     Raises:
-        ValueError: not a safetensors file, or not a set file of this format.
+        BadFileError: not a safetensors file, or not a set file of this format.
     """
+    header = _header(raw, source)
     try:
-        tensors = load_safetensors_bytes(raw)
-        header = _header(raw)
-    except (SafetensorError, ValueError, OverflowError) as error:
-        raise ValueError(f"{source} is not a safetensors synthetic set: {error}") from None
+        with refusing(source, "safetensors synthetic set"):
+            tensors = load_safetensors_bytes(raw)
+    except SafetensorError as error:
+        raise BadFileError(source, f"not a safetensors synthetic set: {error}") from None
     metadata = check_metadata(header.get("__metadata__"), source)
     _check_tensors(set(tensors), source)
     return tensors, metadata
 
 
-def _header(raw: bytes) -> dict[str, Any]:
+def _header(raw: bytes, source: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON header of a safetensors buffer (read without code)."""
     if len(raw) < 8:
-        raise ValueError("file too short")
+        raise BadFileError(source, f"{len(raw)} bytes, too short for a safetensors synthetic set")
     header_len = int.from_bytes(raw[:8], "little")
     if header_len <= 0 or 8 + header_len > len(raw):
-        raise ValueError("bad header length")
-    header = json.loads(raw[8 : 8 + header_len])
+        raise BadFileError(source, f"not a safetensors synthetic set (header length {header_len} of {len(raw)} bytes)")
+    header = parse_json(raw[8 : 8 + header_len], source)
     if not isinstance(header, dict):
-        raise ValueError("header is not a JSON object")
+        raise BadFileError(source, "not a safetensors synthetic set (the header is not a JSON object)")
     return header
 
 
@@ -122,12 +122,16 @@ def open_set_file(path: str | os.PathLike[str]) -> Iterator[SetFileReader]:
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: not a set file of this format.
+        BadFileError: not a set file of this format.
     """
     source = Path(path)
     if not source.is_file():
         raise FileNotFoundError(f"no set file at {source}")
-    with safe_open(str(source), framework="numpy") as handle:
+    try:
+        handle_context = safe_open(str(source), framework="numpy")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise BadFileError(source, f"not a safetensors synthetic set: {error}") from None
+    with handle_context as handle:
         metadata = check_metadata(handle.metadata(), source)
         _check_tensors(set(handle.keys()), source)
         yield SetFileReader(metadata, handle)

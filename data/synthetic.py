@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,11 +22,34 @@ from torch import Tensor
 from data.files import write_bytes_atomic, writing
 from data.image import pixel_bounds
 from data.setfile import FORMAT_NAME, FORMAT_VERSION, METADATA_KEY, check_metadata, decode_set_file, encode_set_file
+from data.untrusted import (
+    BadFileError,
+    InputError,
+    int_field,
+    mapping_field,
+    number_field,
+    number_list_field,
+    read_limited,
+    refusing,
+    string_list_field,
+)
 
 #: Training-time samplers the evaluation protocol knows (see ``evaluation.protocols``).
 TRAINING_SAMPLERS = ("rs2",)
+#: The schedules of the ``rs2`` sampler.
+RS2_SCHEDULES = ("equal_epochs", "equal_iterations")
+#: Most classes a set file may claim (ImageNet-21k has 21,841).
+MAX_CLASSES = 100_000
 #: Extras a decoder consumes (the decoded set no longer carries them).
 DECODER_EXTRAS = frozenset({"compensators", "decoded_logits"})
+
+
+#: What to do with an ``ipc`` above a class's size: refuse it, or keep the whole class.
+BUDGET_POLICIES = ("error", "cap")
+
+
+class BudgetError(InputError):
+    """A budget the dataset cannot give (an ``ipc`` above a class's size)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +89,48 @@ class Budget:
             return counts.clamp(max=self.ipc)
         kept = torch.round(counts.double() * float(self.fraction)).long()
         return torch.where(counts > 0, kept.clamp(min=1), kept).clamp(max=counts)
+
+    def capped_counts(
+        self, class_counts: Tensor, *, policy: str = "error", class_names: tuple[str, ...] = (), unit: str = "images"
+    ) -> list[int] | None:
+        """Check an IPC budget against the classes it is taken from, before any work.
+
+        Args:
+            class_counts: the images (graphs) of every class of the training split.
+            policy: ``error`` refuses an ``ipc`` above the smallest class; ``cap`` keeps
+                ``min(ipc, class size)`` of each class instead.
+            class_names: names of the classes, for the message.
+            unit: what the classes hold, for the message.
+
+        Returns:
+            ``None`` when every class holds ``ipc``; under ``cap`` otherwise the per-class counts
+            that will be kept (the record keeps them).
+
+        Raises:
+            BudgetError: under ``error``, ``ipc`` is more than some class holds.
+            ValueError: an unknown policy.
+        """
+        if policy not in BUDGET_POLICIES:
+            raise ValueError(f"unknown budget_policy {policy!r}; valid: {', '.join(BUDGET_POLICIES)}")
+        if self.ipc is None:
+            return None
+        counts = class_counts.long()
+        if len(counts) == 0 or int(counts.min()) >= self.ipc:
+            return None
+        if policy == "cap":
+            return self.per_class_counts(counts).tolist()
+        smallest = int(counts.argmin())
+        name = class_names[smallest] if smallest < len(class_names) else str(smallest)
+        short = [
+            f"{class_names[i] if i < len(class_names) else i} ({int(counts[i])})"
+            for i in torch.nonzero(counts < self.ipc).flatten().tolist()[:5]
+        ]
+        raise BudgetError(
+            f"ipc={self.ipc} is more than the training split holds of class {smallest} ({name!r}): "
+            f"{int(counts[smallest])} {unit}; classes below the budget: {', '.join(short)}. "
+            f"Use ipc<={int(counts.min())}, or budget_policy=cap to keep min(ipc, class size) of each class "
+            "(the record keeps the capped counts)"
+        )
 
     def describe(self) -> str:
         """``ipc=10``, ``fraction=0.3`` or ``full``."""
@@ -143,6 +209,13 @@ class SyntheticSet:
             raise ValueError("images contain NaN or Inf")
         if len(self.mean) != self.images.shape[1] or len(self.std) != self.images.shape[1]:
             raise ValueError("mean and std need one value per channel")
+        if not all(math.isfinite(m) for m in self.mean):
+            raise ValueError(f"mean must be finite, got {self.mean}")
+        if not all(math.isfinite(s) and s > 0 for s in self.std):
+            raise ValueError(f"std must be finite and > 0 (it divides every pixel), got {self.std}")
+        classes = self.num_classes
+        if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
         n = len(self.images)
         if self.has_soft_labels:
             if tuple(self.labels.shape) != (n, self.num_classes):
@@ -161,8 +234,8 @@ class SyntheticSet:
         for key, value in self.extras.items():
             if not isinstance(value, Tensor):
                 raise ValueError(f"extra {key!r} is not a tensor")
-        if self.sampler is not None and self.sampler.get("name") not in TRAINING_SAMPLERS:
-            raise ValueError(f"unknown training sampler {self.sampler!r}; valid: {', '.join(TRAINING_SAMPLERS)}")
+        if self.sampler is not None:
+            _check_sampler(self.sampler, len(self))
         if self.decoder is not None:
             from data.decoders import DECODERS
 
@@ -239,29 +312,36 @@ class SyntheticSet:
     def load(cls, path: str | os.PathLike[str]) -> SyntheticSet:
         """Read a set written by :meth:`save` (or a ``.pt`` dict) without executing any code.
 
+        Every metadata field is checked (finite normalization statistics with ``std > 0``, a
+        budget, sampler and decoder this suite knows) and so is every tensor (:meth:`validate`).
+
         Raises:
-            ValueError: the file is not a synthetic set of this format (a pickle, a foreign or
+            FileNotFoundError: there is no file at ``path``.
+            BadFileError: the file is not a synthetic set of this format (a pickle, a foreign or
                 corrupt file); nothing from it is loaded.
         """
         source = Path(path)
-        if not source.is_file():
-            raise FileNotFoundError(f"no synthetic set at {source}")
+        raw = read_limited(source, what="synthetic set")
         if source.suffix == ".pt":
-            return cls._load_torch(source)
-        tensors, metadata = decode_set_file(source.read_bytes(), source)
+            return cls._load_torch(raw, source)
+        tensors, metadata = decode_set_file(raw, source)
         return cls._from_parts(tensors, metadata, source)
 
     @classmethod
-    def _load_torch(cls, source: Path) -> SyntheticSet:
+    def _load_torch(cls, raw: bytes, source: Path) -> SyntheticSet:
+        import io
+
         try:
-            payload = torch.load(source, map_location="cpu", weights_only=True)
+            payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - any refusal means "not a safe set file"
-            raise ValueError(f"{source} refused: not a weights-only synthetic set ({error})") from None
+            raise BadFileError(source, f"refused: not a weights-only synthetic set ({str(error)[:200]})") from None
         if not isinstance(payload, dict) or "tensors" not in payload or "metadata" not in payload:
-            raise ValueError(f"{source} is not a synthetic set (expected keys 'tensors' and 'metadata')")
+            raise BadFileError(source, "not a synthetic set (expected keys 'tensors' and 'metadata')")
         tensors = payload["tensors"]
         if not isinstance(tensors, dict) or not all(isinstance(v, Tensor) for v in tensors.values()):
-            raise ValueError(f"{source} is not a synthetic set ('tensors' must map names to tensors)")
+            raise BadFileError(source, "not a synthetic set ('tensors' must map names to tensors)")
+        if not all(isinstance(k, str) for k in tensors):
+            raise BadFileError(source, "not a synthetic set (tensor names must be strings)")
         return cls._from_parts(tensors, check_metadata({METADATA_KEY: payload["metadata"]}, source), source)
 
     def save_torch(self, path: str | os.PathLike[str]) -> Path:
@@ -273,21 +353,53 @@ class SyntheticSet:
 
     @classmethod
     def _from_parts(cls, tensors: dict[str, Tensor], meta: dict[str, Any], source: Path) -> SyntheticSet:
+        """The set of a file's tensors and metadata, every field checked (:class:`BadFileError`)."""
         if "images" not in tensors or "labels" not in tensors:
-            raise ValueError(f"{source}: missing images or labels")
+            raise BadFileError(source, "missing images or labels")
         extras = {k.removeprefix("extras."): v for k, v in tensors.items() if k.startswith("extras.")}
-        result = cls(
-            images=tensors["images"],
-            labels=tensors["labels"],
-            num_classes=int(meta["num_classes"]),
-            mean=tuple(float(v) for v in meta["mean"]),
-            std=tuple(float(v) for v in meta["std"]),
-            budget=Budget(**meta["budget"]),
-            learned_lr=meta.get("learned_lr"),
-            extras=extras,
-            provenance=meta.get("provenance", {}),
-            sampler=meta.get("sampler"),
-            decoder=meta.get("decoder"),
-        )
-        result.validate(check_budget=False)
+        unknown = sorted(set(tensors) - {"images", "labels"} - {f"extras.{k}" for k in extras})
+        if unknown:
+            raise BadFileError(source, f"unknown tensor(s) {', '.join(unknown[:5])}")
+        listed = string_list_field(meta, "extras", source)
+        if sorted(listed) != sorted(extras):
+            raise BadFileError(source, f"'extras' lists {sorted(listed)[:5]} but the file holds {sorted(extras)[:5]}")
+        budget = mapping_field(meta, "budget", source)
+        if set(budget) - {"ipc", "fraction"}:
+            raise BadFileError(source, f"'budget' may hold only ipc and fraction, got {sorted(budget)[:5]}")
+        sampler = mapping_field(meta, "sampler", source, optional=True) or None
+        decoder = mapping_field(meta, "decoder", source, optional=True) or None
+        with refusing(source, "synthetic set"):
+            result = cls(
+                images=tensors["images"],
+                labels=tensors["labels"],
+                num_classes=int_field(meta, "num_classes", source, minimum=1, maximum=MAX_CLASSES),
+                mean=number_list_field(meta, "mean", source),
+                std=number_list_field(meta, "std", source, positive=True),
+                budget=Budget(
+                    ipc=int_field(budget, "ipc", source, minimum=1, optional=True),
+                    fraction=number_field(budget, "fraction", source, positive=True, optional=True),
+                ),
+                learned_lr=number_field(meta, "learned_lr", source, positive=True, optional=True),
+                extras=extras,
+                provenance=mapping_field(meta, "provenance", source, optional=True),
+                sampler=sampler,
+                decoder=decoder,
+            )
+            result.validate(check_budget=False)
+            # A decoder's options and extras are checked by decoding once.
+            result.decoded().validate(check_budget=False)
         return result
+
+
+def _check_sampler(sampler: dict[str, Any], pool: int) -> None:
+    """Raise ``ValueError`` unless ``sampler`` is a training sampler this suite runs, with valid options."""
+    if not isinstance(sampler, dict) or sampler.get("name") not in TRAINING_SAMPLERS:
+        raise ValueError(f"unknown training sampler {sampler!r}; valid: {', '.join(TRAINING_SAMPLERS)}")
+    unknown = sorted(set(sampler) - {"name", "per_round", "schedule"})
+    if unknown:
+        raise ValueError(f"the rs2 sampler has no option(s) {', '.join(map(str, unknown))}")
+    per_round = sampler.get("per_round")
+    if isinstance(per_round, bool) or not isinstance(per_round, int) or not 0 < per_round <= pool:
+        raise ValueError(f"rs2 per_round must be an integer in [1, {pool}], got {per_round!r}")
+    if sampler.get("schedule", "equal_epochs") not in RS2_SCHEDULES:
+        raise ValueError(f"unknown rs2 schedule {sampler.get('schedule')!r}; valid: {', '.join(RS2_SCHEDULES)}")

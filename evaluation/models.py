@@ -281,9 +281,7 @@ class ConvNet(FeatureNet):
 class MLP(FeatureNet):
     """The reference MLP: flatten -> Linear(width) -> ReLU -> Linear(width) -> ReLU -> Linear."""
 
-    def __init__(
-        self, *, in_channels: int, num_classes: int, image_size: tuple[int, int], width: int = 128
-    ) -> None:
+    def __init__(self, *, in_channels: int, num_classes: int, image_size: tuple[int, int], width: int = 128) -> None:
         super().__init__()
         _check_io(in_channels, num_classes)
         h, w = _image_hw(image_size)
@@ -355,9 +353,7 @@ class AlexNet(FeatureNet):
     _CONVS = ((128, 5, 2), (192, 5, 2), (256, 3, 1), (192, 3, 1), (192, 3, 1))  # (out, kernel, pad)
     _POOL_AFTER = (0, 1, 4)
 
-    def __init__(
-        self, *, in_channels: int, num_classes: int, image_size: tuple[int, int], norm: str = "none"
-    ) -> None:
+    def __init__(self, *, in_channels: int, num_classes: int, image_size: tuple[int, int], norm: str = "none") -> None:
         super().__init__()
         _check_io(in_channels, num_classes)
         _check_choice("norm", norm, NORMS)
@@ -486,9 +482,7 @@ class ResNet18(FeatureNet):
                 stride = 2
                 h, w = _conv_out(h, 3, 1, 2), _conv_out(w, 3, 1, 2)
             stages.append(
-                nn.Sequential(
-                    _BasicBlock(in_planes, planes, stride, norm), _BasicBlock(planes, planes, 1, norm)
-                )
+                nn.Sequential(_BasicBlock(in_planes, planes, stride, norm), _BasicBlock(planes, planes, 1, norm))
             )
             in_planes = planes
         self.layers = nn.Sequential(*stages)
@@ -555,9 +549,7 @@ def convnet(
 def _convnet_preset(name: str, preset: dict[str, Any]) -> ModelBuilder:
     defaults = {**CONVNET_DEFAULTS, **preset}
 
-    def build(
-        *, in_channels: int, num_classes: int, image_size: tuple[int, int], **overrides: Any
-    ) -> ConvNet:
+    def build(*, in_channels: int, num_classes: int, image_size: tuple[int, int], **overrides: Any) -> ConvNet:
         return ConvNet(
             in_channels=in_channels,
             num_classes=num_classes,
@@ -588,33 +580,25 @@ def lenet(*, in_channels: int, num_classes: int, image_size: tuple[int, int]) ->
 
 
 @register_model("alexnet")
-def alexnet(
-    *, in_channels: int, num_classes: int, image_size: tuple[int, int], norm: str = "none"
-) -> AlexNet:
+def alexnet(*, in_channels: int, num_classes: int, image_size: tuple[int, int], norm: str = "none") -> AlexNet:
     """The reference AlexNet (no normalization)."""
     return AlexNet(in_channels=in_channels, num_classes=num_classes, image_size=image_size, norm=norm)
 
 
 @register_model("alexnet_bn")
-def alexnet_bn(
-    *, in_channels: int, num_classes: int, image_size: tuple[int, int], norm: str = "batchnorm"
-) -> AlexNet:
+def alexnet_bn(*, in_channels: int, num_classes: int, image_size: tuple[int, int], norm: str = "batchnorm") -> AlexNet:
     """The reference AlexNetBN."""
     return AlexNet(in_channels=in_channels, num_classes=num_classes, image_size=image_size, norm=norm)
 
 
 @register_model("vgg11")
-def vgg11(
-    *, in_channels: int, num_classes: int, image_size: tuple[int, int], norm: str = "instancenorm"
-) -> VGG11:
+def vgg11(*, in_channels: int, num_classes: int, image_size: tuple[int, int], norm: str = "instancenorm") -> VGG11:
     """The reference VGG11 (instance norm)."""
     return VGG11(in_channels=in_channels, num_classes=num_classes, image_size=image_size, norm=norm)
 
 
 @register_model("vgg11_bn")
-def vgg11_bn(
-    *, in_channels: int, num_classes: int, image_size: tuple[int, int], norm: str = "batchnorm"
-) -> VGG11:
+def vgg11_bn(*, in_channels: int, num_classes: int, image_size: tuple[int, int], norm: str = "batchnorm") -> VGG11:
     """The reference VGG11BN."""
     return VGG11(in_channels=in_channels, num_classes=num_classes, image_size=image_size, norm=norm)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import math
@@ -29,13 +30,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from data import ImageDataset
 from data.cache import build_once, cache_dir
 from data.provenance import add_precomputed
 from data.seeding import derive_seed, make_generator, seeded_torch
+from data.untrusted import BadFileError, parse_json, read_limited
 from evaluation.augment import DSAParams, dsa_augment, strategy_for
 from evaluation.models import create_model
 from evaluation.train import TrainRecipe, accuracy, train_classifier
@@ -169,33 +172,53 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     """Weights from a safetensors file or a weights-only ``.pt`` state dict (never runs code).
 
     Raises:
-        ValueError: the file is not a plain state dict of tensors.
+        FileNotFoundError: there is no file at ``path``.
+        BadFileError: the file is not a plain state dict of tensors.
     """
     source = Path(path)
-    if not source.is_file():
-        raise FileNotFoundError(f"no teacher weights at {source}")
+    raw = read_limited(source, what="teacher weights file")
     try:
         if source.suffix == ".safetensors":
-            state = load_file(str(source))
+            state = load_safetensors_bytes(raw)
         else:
-            state = torch.load(source, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any refusal means "not a safe weights file"
-        raise ValueError(f"{source} is not a readable weights file: {error}") from None
+        raise BadFileError(source, f"not a readable weights file ({str(error)[:200]})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{source} is not a state dict of tensors")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise BadFileError(source, "not a state dict of tensors")
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise BadFileError(source, "weights contain NaN or Inf")
     return state
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load the weights file ``path`` into ``model`` (every tensor, every shape must fit).
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        BadFileError: the file is not a state dict of tensors, or not one of this model.
+    """
+    state = read_state_dict(path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[:2]
+        raise BadFileError(path, f"weights do not fit a {type(model).__name__}: {' '.join(first_line)[:300]}") from None
 
 
 def _load_entry(
     folder: Path, config: TeacherConfig, train: ImageDataset, device: torch.device
 ) -> tuple[nn.Module, dict]:
-    meta = json.loads((folder / META_NAME).read_text())
-    if meta.get("format_version") != TEACHER_FORMAT_VERSION or meta.get("key") != folder.name:
+    meta = parse_json(read_limited(folder / META_NAME, max_bytes=2**20, what="teacher entry"), folder / META_NAME)
+    if not isinstance(meta, dict) or (meta.get("format_version"), meta.get("key")) != (
+        TEACHER_FORMAT_VERSION,
+        folder.name,
+    ):
         raise ValueError(f"{folder}: foreign or outdated teacher entry")
     model = _new_model(config, train, device)
-    model.load_state_dict(read_state_dict(folder / WEIGHTS_NAME), strict=True)
+    load_weights(model, folder / WEIGHTS_NAME)
     return model, meta
 
 
@@ -215,7 +238,7 @@ def load_or_train_teacher(
     device = torch.device(device)
     if config.path is not None:
         model = _new_model(config, train, device)
-        model.load_state_dict(read_state_dict(config.path), strict=True)
+        load_weights(model, config.path)
         model.to(device)
         val_acc = accuracy(model, val.images, val.labels, device=device) if val is not None else None
         test_acc = accuracy(model, test.images, test.labels, device=device) if test is not None else None

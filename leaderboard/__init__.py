@@ -16,7 +16,15 @@ from leaderboard.records import (
     summarize_accuracies,
 )
 from leaderboard.report import ReportContext, ReportSection, render_report
-from leaderboard.store import LoadedRecords, find_record, load_records, read_record, record_path, write_record
+from leaderboard.store import (
+    LoadedRecords,
+    RecordFileError,
+    find_record,
+    load_records,
+    read_record,
+    record_path,
+    write_record,
+)
 from leaderboard.table import TABLE_COLUMNS, build_table, to_csv, to_json, to_markdown, welch_p_value
 
 __all__ = [
@@ -24,6 +32,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TABLE_COLUMNS",
     "LoadedRecords",
+    "RecordFileError",
     "ModelResult",
     "NoRecordsError",
     "RecordCosts",

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from data.files import StrPath, write_text_atomic
+from data.files import StrPath, remove_temporaries_of, write_text_atomic
 from leaderboard.ddranking import ddranking_scores
 from leaderboard.report import render_report
 from leaderboard.store import LoadedRecords, load_records
@@ -62,6 +62,9 @@ def _write_loaded(
         )
     out_folder = Path(out_dir) if out_dir is not None else Path(results_dir)
     html_target = Path(html_path) if html_path is not None else Path(results_dir) / HTML_NAME
+    for name in (CSV_NAME, MARKDOWN_NAME, JSON_NAME, DDRANKING_NAME):
+        remove_temporaries_of(out_folder / name, only_dead=True)
+    remove_temporaries_of(html_target, only_dead=True)
     table = build_table(loaded.records)
     paths = {
         "csv": to_csv(table, out_folder / CSV_NAME),
@@ -75,6 +78,46 @@ def _write_loaded(
         text = json.dumps([row.to_dict() for row in scores], indent=2, sort_keys=True)
         paths["ddranking"] = write_text_atomic(out_folder / DDRANKING_NAME, text + "\n")
     return paths
+
+
+def publish_report(
+    results_dir: StrPath, *, program: str, out_dir: StrPath | None = None, html_path: StrPath | None = None
+) -> tuple[int, dict[str, Path]]:
+    """Write the leaderboard and the report of ``results_dir``, saying on stderr what failed.
+
+    Every refused record file gets a line ``<program>: skipped <file>: <reason>``; a failure gets
+    one line ``<program>: error: ...``.
+
+    Returns:
+        The exit code and the written paths: 0 when all is written from every record file; 1 when
+        the folder is missing or holds no valid record, a file could not be written, or some
+        record files were refused (the report is then written without them and lists them).
+    """
+    root = Path(results_dir)
+    if not root.is_dir():
+        print(f"{program}: error: results folder {root} does not exist", file=sys.stderr, flush=True)
+        return 1, {}
+    loaded = load_records(root)
+    for path, message in loaded.problems:
+        print(f"{program}: skipped {path}: {message}", file=sys.stderr, flush=True)
+    try:
+        written = _write_loaded(loaded, root, out_dir, html_path)
+    except NoRecordsError as error:
+        print(f"{program}: error: {error}", file=sys.stderr, flush=True)
+        return 1, {}
+    except OSError as error:
+        target = f" {error.filename}" if error.filename else ""
+        print(f"{program}: error: the report could not be written{target}: {error.strerror or error}", file=sys.stderr)
+        return 1, {}
+    if loaded.problems:
+        print(
+            f"{program}: error: {len(loaded.problems)} record file(s) refused (listed above and in the report); "
+            "the leaderboard was written without them",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1, written
+    return 0, written
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -103,24 +146,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``condense-report`` command; returns the exit code (0 ok, 1 nothing to report)."""
+    """Run the ``condense-report`` command; returns the exit code (see :func:`publish_report`)."""
     args = _parse_args(argv)
-    results_dir: Path = args.results_dir
-    if not results_dir.is_dir():
-        print(f"condense-report: error: results folder {results_dir} does not exist", file=sys.stderr)
-        return 1
-    loaded = load_records(results_dir)
-    for path, message in loaded.problems:
-        print(f"skipped {path}: {message}", file=sys.stderr)
-    try:
-        written = _write_loaded(loaded, results_dir, args.out_dir, args.output)
-    except NoRecordsError as error:
-        print(f"condense-report: error: {error}", file=sys.stderr)
-        return 1
-    print(Path(written["markdown"]).read_text(encoding="utf-8"))
-    for kind, path in written.items():
-        print(f"wrote {kind}: {path}")
-    return 0
+    code, written = publish_report(
+        args.results_dir, program="condense-report", out_dir=args.out_dir, html_path=args.output
+    )
+    if written:
+        print(Path(written["markdown"]).read_text(encoding="utf-8"))
+        for kind, path in written.items():
+            print(f"wrote {kind}: {path}")
+    return code
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from typing import Any
 
 from scipy import stats
 
+from data.untrusted import InputError
+
 SCHEMA_NAME = "condense-bench/record"
 SCHEMA_VERSION = 1
 FAMILIES = ("distillation", "selection", "reference")
@@ -51,6 +53,8 @@ _RECORD_KEYS = (
     "created",
     "set_path",
 )
+#: Optional: the per-class counts kept where an ipc budget was capped at a class's size.
+_OPTIONAL_RECORD_KEYS = ("capped_class_counts",)
 _MODEL_RESULT_KEYS = ("accuracies", "mean", "std", "ci95")
 #: Optional per-run metrics beside accuracy (fractions in [0, 1], one per accuracy): the graph
 #: protocol records the test ROC-AUC of every run.
@@ -61,7 +65,7 @@ _COST_KEYS = ("distill_seconds", "distill_peak_memory_bytes", "eval_seconds", "s
 _OPTIONAL_COST_KEYS = ("precompute_seconds", "precompute_cache_hit")
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
     """A record (or a JSON file claiming to be one) does not follow the schema."""
 
 
@@ -344,6 +348,7 @@ class ResultRecord:
     device: str
     created: str
     set_path: str | None
+    capped_class_counts: list[int] | None = None
 
     def __post_init__(self) -> None:
         cell_key = _check_str("cell_key", self.cell_key)
@@ -362,6 +367,14 @@ class ResultRecord:
         object.__setattr__(self, "method_config", _check_json_object("method_config", self.method_config))
         object.__setattr__(self, "protocol_config", _check_json_object("protocol_config", self.protocol_config))
         self._check_budget()
+        if self.capped_class_counts is not None:
+            counts = self.capped_class_counts
+            if self.ipc is None or not isinstance(counts, list) or not counts:
+                raise RecordError("capped_class_counts needs an ipc budget and a non-empty list of per-class counts")
+            checked = [_check_int(f"capped_class_counts[{i}]", c, minimum=0) for i, c in enumerate(counts)]
+            if max(checked) > self.ipc:
+                raise RecordError(f"capped_class_counts exceed ipc={self.ipc}: {checked}")
+            object.__setattr__(self, "capped_class_counts", checked)
         self._check_results()
         if not isinstance(self.costs, RecordCosts):
             raise RecordError(f"costs must be a RecordCosts, got {type(self.costs).__name__}")
@@ -408,8 +421,10 @@ class ResultRecord:
 
     @property
     def budget(self) -> str:
-        """The budget as a label: ``"ipc=10"``, ``"fraction=0.3"`` or ``"full"``."""
-        return budget_label(self.ipc, self.fraction)
+        """The budget as a label: ``"ipc=10"``, ``"fraction=0.3"`` or ``"full"``; ``"ipc=500 (capped)"``
+        when some class held fewer images than the ipc (``budget_policy=cap``)."""
+        label = budget_label(self.ipc, self.fraction)
+        return f"{label} (capped)" if self.capped_class_counts is not None else label
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form (schema version 1), keys in schema order."""
@@ -435,6 +450,7 @@ class ResultRecord:
             "device": self.device,
             "created": self.created,
             "set_path": self.set_path,
+            **({"capped_class_counts": list(self.capped_class_counts)} if self.capped_class_counts is not None else {}),
         }
 
     @classmethod
@@ -455,7 +471,7 @@ class ResultRecord:
                 f"unsupported schema_version {mapping.get('schema_version')!r}; "
                 f"this suite reads version {SCHEMA_VERSION}"
             )
-        _check_keys("record", mapping, _RECORD_KEYS)
+        _check_keys("record", {k: v for k, v in mapping.items() if k not in _OPTIONAL_RECORD_KEYS}, _RECORD_KEYS)
         results = _require_mapping("results", mapping["results"])
         parsed_results: dict[str, ModelResult] = {}
         for model, result in results.items():
@@ -484,6 +500,7 @@ class ResultRecord:
             device=mapping["device"],
             created=mapping["created"],
             set_path=mapping["set_path"],
+            capped_class_counts=mapping.get("capped_class_counts"),
         )
 
 

@@ -10,7 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data.files import StrPath, write_text_atomic
+from data.untrusted import BadFileError, parse_json, read_limited, refusing
 from leaderboard.records import _HEX_RE, RecordError, ResultRecord, _check_path_segment
+
+#: Largest record file read (a record is a few KiB).
+MAX_RECORD_BYTES = 4 * 2**20
+
+
+class RecordFileError(BadFileError, RecordError):
+    """A record file that is not a valid record: the suite's file error, and a :class:`RecordError`."""
+
 
 RECORDS_DIRNAME = "records"
 
@@ -50,15 +59,19 @@ def read_record(path: StrPath) -> ResultRecord:
     """Read and validate one record file.
 
     Raises:
-        RecordError: when the file is not valid JSON or not a valid record.
-        OSError: when the file cannot be read.
+        FileNotFoundError: there is no file at ``path``.
+        RecordFileError: the file is too large, unreadable, not JSON (or nested too deeply), or
+            not a valid record; its message names the file and the reason.
     """
-    text = Path(path).read_text(encoding="utf-8")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise RecordError(f"not valid JSON: {error}") from None
-    return ResultRecord.from_dict(data)
+        data = parse_json(read_limited(path, max_bytes=MAX_RECORD_BYTES, what="record"), path)
+        with refusing(path, "record"):
+            try:
+                return ResultRecord.from_dict(data)
+            except RecordError as error:
+                raise BadFileError(path, str(error)) from None
+    except BadFileError as error:
+        raise RecordFileError(error.path, error.reason) from None
 
 
 def find_record(results_dir: StrPath, cell_key: str) -> ResultRecord | None:
@@ -102,8 +115,8 @@ def load_records(results_dir: StrPath) -> LoadedRecords:
             continue
         try:
             record = read_record(path)
-        except (RecordError, OSError, UnicodeDecodeError) as error:
-            problems.append((path, str(error)))
+        except (RecordError, FileNotFoundError) as error:  # a file removed meanwhile is skipped too
+            problems.append((path, getattr(error, "reason", str(error))))
             continue
         if record.cell_key in seen:
             problems.append(

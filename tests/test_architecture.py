@@ -15,7 +15,7 @@ ALLOWED = {
     "evaluation": {"data"},
     "baselines": {"data", "evaluation"},
     "condense": {"data", "evaluation"},
-    "leaderboard": {"data.files", "data.setfile"},
+    "leaderboard": {"data.files", "data.setfile", "data.untrusted"},
     "bench": {"data", "evaluation", "baselines", "condense", "leaderboard"},
 }
 

@@ -511,12 +511,13 @@ def test_cli_writes_all_outputs(
         write_record(record, results_dir)
     (results_dir / "records" / "digits" / "foreign.json").write_text("{}", encoding="utf-8")
     out_dir = tmp_path / "board"
-    assert main([str(results_dir), "--out-dir", str(out_dir)]) == 0
+    # A refused file: the leaderboard is written without it, and the exit says so.
+    assert main([str(results_dir), "--out-dir", str(out_dir)]) == 1
     for name in ("leaderboard.csv", "leaderboard.md", "leaderboard.json"):
         assert (out_dir / name).is_file()
     assert (results_dir / "report.html").is_file()
     captured = capsys.readouterr()
-    assert "foreign.json" in captured.err
+    assert "foreign.json" in captured.err and "1 record file(s) refused" in captured.err
     assert "### digits · fast · convnet3" in captured.out and "| Budget |" in captured.out
     assert "report.html" in captured.out
 

@@ -88,31 +88,79 @@ def encode(fields: SetFields) -> bytes:
     return buffer.getvalue()
 
 
+#: Most nodes a decoded graph set may expand to (MUTAG's training split has about 3,000).
+MAX_DECODED_NODES = 50_000_000
+#: The arrays each kind of set stores; ``counts`` is optional for real graphs.
+_REQUIRED = {
+    "graphs": {"node_counts", "edge_counts", "node_labels", "edges", "edge_labels", "labels"},
+    "forest": {
+        "node_counts",
+        "node_labels",
+        "edges",
+        "edge_labels",
+        "node_degrees",
+        "edge_counts",
+        "members",
+        "labels",
+        "counts",
+    },
+}
+
+
 def decode(raw: bytes, *, name: str = "graphs") -> SetFields:
     """The fields stored by :func:`encode`; the graphs get ``name`` and split ``train``.
 
+    The layout is checked before anything is built: the header, one descriptor per known array,
+    the array lengths against each other and against the bytes present, and how many nodes the
+    set expands to.
+
     Raises:
-        ValueError: for bad magic, a newer version or trailing bytes.
+        ValueError: the bytes are not a graph set of this format, naming what is wrong.
     """
-    if raw[:4] != GRAPHSET_MAGIC or raw[4] > GRAPHSET_VERSION:
-        raise ValueError("not a condense-bench graph set (bad magic or newer version)")
-    offset = 4 + struct.calcsize(_HEADER)
-    _, kind_code, sampling_code, num_classes, num_node_labels, num_edge_labels, _, _ = struct.unpack(
+    header_size = 4 + struct.calcsize(_HEADER) + 1
+    if len(raw) < header_size or raw[:4] != GRAPHSET_MAGIC:
+        raise ValueError("not a condense-bench graph set (bad magic)")
+    if not 1 <= raw[4] <= GRAPHSET_VERSION:
+        raise ValueError(f"graph set format version {raw[4]} is not one this suite reads (1 to {GRAPHSET_VERSION})")
+    offset = header_size - 1
+    _, kind_code, sampling_code, num_classes, num_node_labels, num_edge_labels, num_units, _ = struct.unpack(
         _HEADER, raw[4:offset]
     )
+    if kind_code >= len(_KINDS) or sampling_code >= len(SAMPLINGS):
+        raise ValueError(f"unknown set kind {kind_code} or sampling {sampling_code}")
+    if num_classes < 1:
+        raise ValueError("a graph set needs at least one class")
+    kind = _KINDS[kind_code]
     (count,) = struct.unpack("<B", raw[offset : offset + 1])
     offset += 1
+    if len(raw) < offset + 6 * count:
+        raise ValueError(f"truncated: {count} array descriptors need {6 * count} bytes")
     layout = []
     for _ in range(count):
-        layout.append(struct.unpack("<BBI", raw[offset : offset + 6]))
+        code, itemsize, size = struct.unpack("<BBI", raw[offset : offset + 6])
         offset += 6
+        if code >= len(_ARRAYS) or itemsize not in (1, 2, 4, 8):
+            raise ValueError(f"unknown array code {code} or item size {itemsize}")
+        layout.append((_ARRAYS[code], itemsize, size))
+    names = [array_name for array_name, _, _ in layout]
+    if len(set(names)) != len(names):
+        raise ValueError(f"an array is stored twice ({names})")
+    missing = _REQUIRED[kind] - set(names)
+    extra = set(names) - _REQUIRED[kind] - ({"counts"} if kind == "graphs" else set())
+    if missing or extra:
+        raise ValueError(f"a {kind} set stores {sorted(_REQUIRED[kind])}, got {sorted(names)}")
     arrays: dict[str, Tensor] = {}
-    for code, itemsize, size in layout:
+    for array_name, itemsize, size in layout:
+        if offset + itemsize * size > len(raw):
+            raise ValueError(f"truncated: array {array_name} needs {itemsize * size} bytes, {len(raw) - offset} left")
         array = np.frombuffer(raw, dtype=np.dtype(f"<u{itemsize}"), count=size, offset=offset)
-        arrays[_ARRAYS[code]] = torch.from_numpy(array.astype(np.int64))
+        if itemsize == 8 and size and int(array.max()) > np.iinfo(np.int64).max:
+            raise ValueError(f"array {array_name} holds values beyond int64")
+        arrays[array_name] = torch.from_numpy(array.astype(np.int64))
         offset += array.nbytes
     if offset != len(raw):
         raise ValueError(f"graph set has {len(raw) - offset} trailing bytes")
+    _check_lengths(kind, arrays, num_units)
     meta = {
         "num_classes": num_classes,
         "num_node_labels": num_node_labels,
@@ -121,9 +169,50 @@ def decode(raw: bytes, *, name: str = "graphs") -> SetFields:
         "split": "train",
     }
     sampling = SAMPLINGS[sampling_code]
-    if _KINDS[kind_code] == "forest":
+    if kind == "forest":
         return _forests_from_arrays(arrays, meta, sampling)
     return _graphs_from_arrays(arrays, meta, sampling)
+
+
+def _check_lengths(kind: str, arrays: dict[str, Tensor], num_units: int) -> None:
+    """Raise ``ValueError`` unless the stored arrays fit together (before any graph is built)."""
+
+    def expect(array_name: str, length: int) -> None:
+        if len(arrays[array_name]) != length:
+            raise ValueError(f"array {array_name} has {len(arrays[array_name])} values, expected {length}")
+
+    node_counts, edge_counts = arrays["node_counts"], arrays["edge_counts"]
+    for array_name in ("edge_counts", "labels", *(("counts",) if "counts" in arrays else ())):
+        expect(array_name, num_units)
+    nodes = int(node_counts.sum())
+    if kind == "graphs":
+        expect("node_counts", num_units)
+        edges = int(edge_counts.sum())
+        expect("node_labels", nodes)
+        expect("edges", 2 * edges)
+        expect("edge_labels", edges)
+        if nodes > MAX_DECODED_NODES:
+            raise ValueError(f"the set claims {nodes} nodes, more than the {MAX_DECODED_NODES} allowed")
+        return
+    trees = len(node_counts)
+    if trees == 0 or bool((node_counts < 1).any()):
+        raise ValueError("a forest set needs trees of at least one node")
+    expect("node_labels", nodes)
+    expect("node_degrees", nodes)
+    expect("edges", nodes - trees)
+    expect("edge_labels", nodes - trees)
+    members = arrays["members"]
+    expect("members", int(edge_counts.sum()))
+    if len(members) and int(members.max()) >= trees:
+        raise ValueError(f"a tree-set refers to tree {int(members.max())} of {trees}")
+    expanded = int(node_counts[members].sum()) if len(members) else 0
+    if expanded > MAX_DECODED_NODES:
+        raise ValueError(f"the set expands to {expanded} nodes, more than the {MAX_DECODED_NODES} allowed")
+    if nodes > trees:
+        # The parent of every non-root node is an earlier node of its own tree (breadth-first order).
+        children = torch.cat([torch.arange(1, size) for size in node_counts.tolist()])
+        if bool((arrays["edges"] >= children).any()):
+            raise ValueError("a tree node's parent does not come before it")
 
 
 def _compact(values: np.ndarray) -> np.ndarray:

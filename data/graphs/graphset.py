@@ -20,6 +20,7 @@ from data.graphs._forest import forest_parents
 from data.graphs._format import SAMPLINGS, Sampling, SetFields, decode, encode
 from data.graphs.dataset import GraphDataset
 from data.synthetic import Budget
+from data.untrusted import read_limited, refusing
 
 
 @dataclass
@@ -79,6 +80,10 @@ class GraphSet:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
         if g.labels.min() < 0 or g.labels.max() >= g.num_classes:
             raise ValueError(f"labels outside [0, {g.num_classes})")
+        if g.num_nodes and (g.node_labels.min() < 0 or g.node_labels.max() >= g.num_node_labels):
+            raise ValueError(f"node labels outside [0, {g.num_node_labels})")
+        if g.num_edges and (g.edge_labels.min() < 0 or g.edge_labels.max() >= max(g.num_edge_labels, 1)):
+            raise ValueError(f"edge labels outside [0, {g.num_edge_labels})")
         if g.num_edges and (g.edge_index.min() < 0 or g.edge_index.max() >= g.num_nodes):
             raise ValueError("edge_index refers to nodes that do not exist")
         graph_of_node = g.graph_of_node()
@@ -132,11 +137,16 @@ class GraphSet:
         return len(self.to_bytes())
 
     @classmethod
-    def from_bytes(cls, raw: bytes, *, name: str = "graphs") -> GraphSet:
-        """Rebuild a set from :meth:`to_bytes` (no code runs: a binary header and raw arrays)."""
-        # GraphSet, not cls, as before the split: decoding always built plain sets.
-        result = GraphSet(**decode(raw, name=name)._asdict())
-        result.validate()
+    def from_bytes(cls, raw: bytes, *, name: str = "graphs", source: str | os.PathLike[str] = "<bytes>") -> GraphSet:
+        """Rebuild a set from :meth:`to_bytes` (no code runs: a binary header and raw arrays).
+
+        Raises:
+            BadFileError: the bytes are not a valid graph set, naming ``source`` and the reason.
+        """
+        with refusing(source, "graph set"):
+            # GraphSet, not cls, as before the split: decoding always built plain sets.
+            result = GraphSet(**decode(raw, name=name)._asdict())
+            result.validate()
         return result
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -145,8 +155,13 @@ class GraphSet:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> GraphSet:
-        """Read a set written by :meth:`save`."""
-        return cls.from_bytes(Path(path).read_bytes())
+        """Read a set written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: there is no file at ``path``.
+            BadFileError: the file is not a graph set of this format; nothing from it is loaded.
+        """
+        return cls.from_bytes(read_limited(path, what="graph set"), source=path)
 
 
 def graph_set_of(graphs: GraphDataset, *, budget: Budget, provenance: dict[str, Any] | None = None) -> GraphSet:
