@@ -86,6 +86,10 @@ def spec_from_config(cfg: DictConfig, *, overrides: Sequence[str] = (), protocol
         raise ConfigError(
             f"ipc={cfg.ipc} and fraction={fraction} are two budgets: give one (a fraction replaces the default ipc)"
         )
+    if int(cfg.get("seed", 0)) < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+    if cfg.get("threads") is not None and int(cfg.threads) < 1:
+        raise ConfigError(f"threads must be >= 1 (or null for every core), got {cfg.threads}")
     method_options: dict[str, Any] = OmegaConf.to_container(cfg.method, resolve=True)  # type: ignore[assignment]
     dataset_options: dict[str, Any] = OmegaConf.to_container(cfg.dataset, resolve=True)  # type: ignore[assignment]
     method_name = method_options.pop("name")
@@ -242,13 +246,13 @@ def _plugins_on_command_line(argv: Sequence[str]) -> list[str]:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="bench")
 def _app(cfg: DictConfig) -> str:
     import_plugins(cfg.get("plugins") or [])
-    set_threads(cfg)
     hydra_config = HydraConfig.get() if HydraConfig.initialized() else None
     job_num = int(hydra_config.job.get("num") or 0) if hydra_config is not None else 0
     try:
         device = job_device(str(cfg.device), job_num=job_num)
         resolve_device(device)  # refuse a device the machine lacks before any work
         cell, references = _cells_of(cfg, hydra_config)
+        set_threads(cfg)
     except (ValueError, OSError) as error:
         # A bad command line: say what is wrong, no traceback, non-zero exit, nothing run.
         print(f"condense-bench: error: {error}", file=sys.stderr, flush=True)

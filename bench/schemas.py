@@ -54,7 +54,13 @@ BENCH_KEYS = frozenset(f.name for f in dataclasses.fields(BenchConfig))
 
 
 def omegaconf_type(annotation: Any) -> Any:
-    """The closest type OmegaConf accepts for a dataclass annotation."""
+    """The closest type OmegaConf accepts for a dataclass annotation.
+
+    Booleans stay untyped: OmegaConf would turn ``3`` or ``"yes"`` into ``True``, where
+    :func:`data._typed.build_typed` refuses anything but ``true`` and ``false``.
+    """
+    if annotation is bool:
+        return Any
     origin = typing.get_origin(annotation)
     arguments = typing.get_args(annotation)
     if origin is Literal:
@@ -66,8 +72,8 @@ def omegaconf_type(annotation: Any) -> Any:
     if origin in (tuple, list):
         element = arguments[0] if arguments and (origin is list or arguments[-1] is Ellipsis) else Any
         inner = omegaconf_type(element)
-        return list[inner] if inner in (int, float, bool, str) else list[Any]
-    if annotation in (int, float, bool, str):
+        return list[inner] if inner in (int, float, str) else list[Any]
+    if annotation in (int, float, str):
         return annotation
     return Any
 

@@ -7,13 +7,21 @@ dataclasses) and raising :class:`OptionError` with the dotted option name (``met
 for an unknown option, a missing one or a value of the wrong type. It never coerces across kinds:
 ``1.5`` is not an ``int``, ``true`` is not a number, ``"3"`` is not a number (an ``int`` is a
 ``float``). Tuples arrive as lists from YAML and become tuples.
+
+Numbers are also checked against the range their option's name implies (:data:`NAME_RANGES`):
+floats are finite, integers fit in 64 bits, learning rates are positive, momenta lie in
+``[0, 1)``, counts (``num_*``, batch sizes, ``hidden``, ``layers``) are at least 1, and every other
+number is non-negative, unless the dataclass lists the option in ``SIGNED_OPTIONS``. A class's own
+``__post_init__`` checks what a name cannot say.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import numbers
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -25,7 +33,29 @@ T = TypeVar("T")
 
 
 class OptionError(InputError):
-    """An option is unknown, missing, or has a value of the wrong type."""
+    """An option is unknown, missing, or has a value of the wrong type or out of range."""
+
+
+#: ``(name pattern, low, low is allowed, high)``: the range a numeric option's name implies (the
+#: first match wins; ``high`` is excluded, ``None`` is unbounded). Other numbers are ``>= 0``.
+NAME_RANGES: tuple[tuple[re.Pattern[str], float, bool, float | None], ...] = (
+    (re.compile(r"momentum"), 0.0, True, 1.0),
+    (re.compile(r"(^|_)lr($|_)|learning_rate"), 0.0, False, None),
+    (re.compile(r"^num_|(^|_)batch(_size)?$|_batch$|^hidden$|^layers$"), 1.0, True, None),
+)
+_INT64_MAX = 2**63 - 1
+
+
+def check_range(name: str, value: float, *, path: str) -> None:
+    """Raise :class:`OptionError` unless ``value`` lies in the range option ``name`` implies."""
+    low, low_allowed, high = 0.0, True, None
+    for pattern, pattern_low, pattern_low_allowed, pattern_high in NAME_RANGES:
+        if pattern.search(name):
+            low, low_allowed, high = pattern_low, pattern_low_allowed, pattern_high
+            break
+    if value < low or (value == low and not low_allowed) or (high is not None and value >= high):
+        bounds = f"{'[' if low_allowed else '('}{low:g}, {'inf' if high is None else f'{high:g}'})"
+        raise OptionError(f"{path} must be in {bounds}, got {value!r}")
 
 
 @functools.cache
@@ -68,7 +98,21 @@ def build_typed(cls: type[T], values: Mapping[str, Any], *, path: str, owner: st
     if missing:
         raise OptionError(f"{owner or path} needs option(s) {', '.join(f'{path}.{m}' for m in missing)}")
     converted = {name: convert(types_of[name], value, path=f"{path}.{name}") for name, value in values.items()}
+    signed = frozenset(getattr(cls, "SIGNED_OPTIONS", ()))
+    for name, value in converted.items():
+        if name not in signed:
+            _check_numbers(name, value, path=f"{path}.{name}")
     return cls(**converted)
+
+
+def _check_numbers(name: str, value: Any, *, path: str) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        check_range(name, value, path=path)
+    elif isinstance(value, (tuple, list)):
+        for index, item in enumerate(value):
+            _check_numbers(name, item, path=f"{path}[{index}]")
 
 
 def convert(annotation: Any, value: Any, *, path: str) -> Any:
@@ -101,10 +145,14 @@ def convert(annotation: Any, value: Any, *, path: str) -> Any:
         raise OptionError(f"{path} must be true or false, got {value!r}")
     if annotation is int:
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            if abs(int(value)) > _INT64_MAX:
+                raise OptionError(f"{path} must fit in 64 bits, got {value!r}")
             return int(value)
         raise OptionError(f"{path} must be an integer, got {value!r}")
     if annotation is float:
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            if not math.isfinite(float(value)):
+                raise OptionError(f"{path} must be a finite number, got {value!r}")
             return float(value)
         raise OptionError(f"{path} must be a number, got {value!r}")
     if annotation is str:
