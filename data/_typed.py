@@ -102,7 +102,12 @@ def build_typed(cls: type[T], values: Mapping[str, Any], *, path: str, owner: st
     for name, value in converted.items():
         if name not in signed:
             _check_numbers(name, value, path=f"{path}.{name}")
-    return cls(**converted)
+    try:
+        return cls(**converted)
+    except InputError:
+        raise
+    except (ValueError, TypeError) as error:  # the class's own checks (``__post_init__``)
+        raise OptionError(f"{owner or path}: {error}") from None
 
 
 def _check_numbers(name: str, value: Any, *, path: str) -> None:

@@ -34,6 +34,12 @@ class TrainRecipe:
     decay_at: float = 0.5
     decay_factor: float = 0.1
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.decay_at <= 1:
+            raise ValueError(f"decay_at is a share of the epochs, in [0, 1]; got {self.decay_at}")
+        if not 0 <= self.decay_factor <= 1:
+            raise ValueError(f"decay_factor scales the learning rate down, in [0, 1]; got {self.decay_factor}")
+
 
 @dataclass(frozen=True)
 class TrainStats:

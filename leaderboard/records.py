@@ -362,7 +362,11 @@ class ResultRecord:
         _check_str("protocol", self.protocol)
         _check_str("device", self.device)
         _check_str("git_revision", self.git_revision, allow_none=True)
-        _check_str("set_path", self.set_path, allow_none=True)
+        set_path = _check_str("set_path", self.set_path, allow_none=True)
+        if set_path is not None and (
+            not set_path or set_path.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", set_path) or ":" in set_path
+        ):
+            raise RecordError(f"set_path must be a path inside the results folder, got {set_path!r}")
         object.__setattr__(self, "seed", _check_int("seed", self.seed))
         object.__setattr__(self, "method_config", _check_json_object("method_config", self.method_config))
         object.__setattr__(self, "protocol_config", _check_json_object("protocol_config", self.protocol_config))
@@ -466,7 +470,8 @@ class ResultRecord:
             raise RecordError(
                 f"not a condense-bench record: 'schema' is {mapping.get('schema')!r}, not {SCHEMA_NAME!r}"
             )
-        if mapping.get("schema_version") != SCHEMA_VERSION:
+        version = mapping.get("schema_version")
+        if not _is_integer(version) or version != SCHEMA_VERSION:
             raise RecordError(
                 f"unsupported schema_version {mapping.get('schema_version')!r}; "
                 f"this suite reads version {SCHEMA_VERSION}"
