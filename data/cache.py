@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from data.files import remove_path, writing
+from data.files import glob_escape, remove_path, remove_temporaries_of, writing
 
 try:
     import fcntl
@@ -244,7 +244,7 @@ def _check(is_valid: Callable[[Path], bool], path: Path, *, quiet: bool = False)
 def _remove_stale_temporaries(path: Path) -> None:
     """Temporaries of ``path`` that a killed builder left (safe: the caller holds the lock), and
     the temporaries of a writer that ``build`` itself wrote through (``.<temporary name>.*``)."""
-    stale_temporaries = [*path.parent.glob(f".{path.name}.build-*"), *path.parent.glob(f"..{path.name}.build-*")]
-    for stale in stale_temporaries:
-        logger.info("removing %s, left by an interrupted build", stale)
-        remove_path(stale)
+    for nested in path.parent.glob(f"..{glob_escape(path.name)}.*"):
+        logger.info("removing %s, left by an interrupted build", nested)
+        remove_path(nested)
+    remove_temporaries_of(path)
