@@ -754,11 +754,15 @@ def test_synthetic_set_grids_skip_bad_files_with_a_note(tmp_path: Path) -> None:
         make_record("missing", [0.5, 0.51], set_path="sets/digits/gone.safetensors"),
         make_record("corrupt", [0.5, 0.51], set_path="sets/digits/corrupt.safetensors"),
         make_record("foreign", [0.5, 0.51], set_path="sets/digits/foreign.safetensors"),
-        make_record("escape", [0.5, 0.51], set_path="../outside.safetensors"),
+        # A record cannot name a path outside (RecordError); a link inside may point outside.
+        make_record("escape", [0.5, 0.51], set_path="sets/digits/link.safetensors"),
         make_record("unsaved", [0.5, 0.51]),
         make_record("full", FULL, family="reference"),
     ]
     (tmp_path.parent / "outside.safetensors").write_bytes(b"x")
+    (tmp_path / "sets" / "digits" / "link.safetensors").symlink_to(tmp_path.parent / "outside.safetensors")
+    with pytest.raises(RecordError, match="inside the results folder"):
+        make_record("escape", [0.5, 0.51], set_path="../outside.safetensors")
     found, notes = grids.synthetic_set_grids(records, tmp_path)
     assert [(grid.method, grid.budget, grid.seed) for grid in found] == [("dc", "ipc=10", 0), ("herding", "ipc=10", 1)]
     assert found[0].png.startswith(PNG_SIGNATURE) and found[0].num_images == 10 and found[0].classes_shown == 10

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from data.datasets import default_data_root
+from data.untrusted import BadFileError
 
 logger = logging.getLogger(__name__)
 
@@ -111,12 +112,12 @@ def to_labels(labels: np.ndarray, num_classes: int, source: Path | str) -> Tenso
     """Integer labels as an ``int64`` tensor, checked to lie in ``[0, num_classes)``."""
     labels = np.asarray(labels).reshape(-1)
     if labels.size and not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{source}: labels must be integers, got dtype {labels.dtype}")
+        raise BadFileError(source, f"labels must be integers, got dtype {labels.dtype}")
     labels = labels.astype(np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"{source}: labels span [{labels.min()}, {labels.max()}], expected [0, {num_classes}) "
-            "(corrupt or wrong file?)"
+        raise BadFileError(
+            source,
+            f"labels span [{labels.min()}, {labels.max()}], expected [0, {num_classes}) (corrupt or wrong file?)",
         )
     return torch.from_numpy(labels)
 
@@ -124,4 +125,4 @@ def to_labels(labels: np.ndarray, num_classes: int, source: Path | str) -> Tenso
 def check_count(images: np.ndarray | Tensor, labels: np.ndarray | Tensor, source: Path | str) -> None:
     """Raise when the number of images and labels differ."""
     if len(images) != len(labels):
-        raise ValueError(f"{source}: {len(images)} images but {len(labels)} labels")
+        raise BadFileError(source, f"{len(images)} images but {len(labels)} labels")

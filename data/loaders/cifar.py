@@ -20,6 +20,7 @@ from torch import Tensor
 
 from data.datasets import RawSplits, missing_files_error, register_dataset
 from data.loaders import _files as common
+from data.untrusted import BadFileError
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def _load_pickle(path: Path) -> Any:
 
     Raises:
         pickle.UnpicklingError: the pickle references a global outside the allow-list.
-        ValueError: the file is truncated or not a pickle.
+        BadFileError: the file is truncated or not a pickle.
     """
     try:
         with path.open("rb") as handle:
@@ -95,18 +96,18 @@ def _load_pickle(path: Path) -> Any:
     except _ForbiddenGlobalError as err:
         raise pickle.UnpicklingError(f"{path}: {err}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, LookupError) as err:
-        raise ValueError(f"cannot unpickle {path}: {err!r} (truncated or corrupt file?)") from err
+        raise BadFileError(path, f"cannot be unpickled: {err!r} (truncated or corrupt file?)") from None
 
 
 def _pickle_field(payload: Any, key: str, path: Path) -> Any:
     """``payload[key]`` for a dict with ``bytes`` (or ``str``) keys, with a clear error otherwise."""
     if not isinstance(payload, dict):
-        raise ValueError(f"{path}: expected a pickled dict, got {type(payload).__name__}")
+        raise BadFileError(path, f"expected a pickled dict, got {type(payload).__name__}")
     for candidate in (key.encode(), key):
         if candidate in payload:
             return payload[candidate]
     keys = sorted(k.decode() if isinstance(k, bytes) else str(k) for k in payload)
-    raise ValueError(f"{path}: missing key {key!r} (found {keys})")
+    raise BadFileError(path, f"missing key {key!r} (found {keys})")
 
 
 def _read_cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, Tensor]:
@@ -116,7 +117,7 @@ def _read_cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", None)
         dtype = getattr(data, "dtype", type(data).__name__)
-        raise ValueError(f"{path}: 'data' must be a uint8 array of shape N x 3072, got {dtype} {shape}")
+        raise BadFileError(path, f"'data' must be a uint8 array of shape N x 3072, got {dtype} {shape}")
     labels = np.asarray(_pickle_field(payload, label_key, path))
     common.check_count(data, labels, path)
     return data.reshape(-1, 3, 32, 32), common.to_labels(labels, num_classes, path)

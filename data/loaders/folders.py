@@ -11,6 +11,7 @@ import torch
 
 from data.datasets import RawSplits, default_data_root, missing_files_error, register_dataset
 from data.loaders import _files as common
+from data.untrusted import BadFileError
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def _image_header(path: Path) -> tuple[tuple[int, int], str]:
         with Image.open(path) as image:
             return image.size, image.mode
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
+        raise BadFileError(path, f"cannot be read as an image: {err}") from None
 
 
 def _decode_images(paths: Sequence[Path], mode: str, size: tuple[int, int], resize: bool) -> np.ndarray:
@@ -54,11 +55,11 @@ def _decode_images(paths: Sequence[Path], mode: str, size: tuple[int, int], resi
                 if image.size != size:
                     if not resize:
                         width, height = image.size
-                        raise ValueError(f"image {path} is {width}x{height}, expected {size[0]}x{size[1]}")
+                        raise BadFileError(path, f"an image of {width}x{height}, expected {size[0]}x{size[1]}")
                     image = image.resize(size, Image.Resampling.BILINEAR)
                 out[index] = np.asarray(image).reshape(size[1], size[0], channels)
         except (OSError, SyntaxError, Image.DecompressionBombError) as err:
-            raise ValueError(f"cannot decode image {path}: {err} (truncated or corrupt file?)") from err
+            raise BadFileError(path, f"cannot be decoded as an image: {err} (truncated or corrupt file?)") from None
     return out.transpose(0, 3, 1, 2)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from data.datasets import RawSplits, missing_files_error, register_dataset
 from data.loaders import _files as common
+from data.untrusted import BadFileError
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
         ndim: expected number of dimensions (3 for images, 1 for labels).
 
     Raises:
-        ValueError: bad magic number, unexpected dimensions, or a size that does not match the header.
+        BadFileError: bad magic number, unexpected dimensions, or a size that does not match the header.
     """
     try:
         if path.suffix == ".gz":
@@ -62,23 +63,24 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
         else:
             data = path.read_bytes()
     except (OSError, EOFError, zlib.error) as err:
-        raise ValueError(f"cannot read IDX file {path}: {err} (truncated or corrupt download?)") from err
+        raise BadFileError(path, f"cannot be read as an IDX file: {err} (truncated or corrupt download?)") from None
     if len(data) < 4:
-        raise ValueError(f"IDX file {path} is {len(data)} bytes long, too short for a header")
+        raise BadFileError(path, f"{len(data)} bytes long, too short for an IDX header")
     if data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         magic = int.from_bytes(data[:4], "big")
-        raise ValueError(f"IDX file {path} has magic number 0x{magic:08x}; expected 0x0000080{ndim} (ubyte)")
+        raise BadFileError(path, f"IDX magic number 0x{magic:08x}; expected 0x0000080{ndim} (ubyte)")
     if data[3] != ndim:
-        raise ValueError(f"IDX file {path} has {data[3]} dimensions, expected {ndim}")
+        raise BadFileError(path, f"an IDX file of {data[3]} dimensions, expected {ndim}")
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(f"IDX file {path} is truncated inside its header ({len(data)} bytes)")
+        raise BadFileError(path, f"IDX file truncated inside its header ({len(data)} bytes)")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     expected = header + math.prod(dims)
     if len(data) != expected:
-        raise ValueError(
-            f"IDX file {path} holds {len(data)} bytes but its header (shape {dims}) needs {expected}: "
-            "the file is truncated or corrupt; delete it and fetch it again"
+        raise BadFileError(
+            path,
+            f"the IDX file holds {len(data)} bytes but its header (shape {dims}) needs {expected}: "
+            "the file is truncated or corrupt; delete it and fetch it again",
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 

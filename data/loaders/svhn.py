@@ -10,6 +10,7 @@ from torch import Tensor
 
 from data.datasets import RawSplits, missing_files_error, register_dataset
 from data.loaders import _files as common
+from data.untrusted import BadFileError
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +25,13 @@ def _read_svhn_mat(path: Path) -> tuple[np.ndarray, Tensor]:
     try:
         mat = scipy.io.loadmat(str(path))
     except Exception as err:  # scipy raises several unrelated types on a bad file
-        raise ValueError(f"cannot read SVHN file {path}: {err!r} (truncated or corrupt file?)") from err
+        raise BadFileError(path, f"cannot be read as an SVHN file: {err!r} (truncated or corrupt file?)") from None
     if "X" not in mat or "y" not in mat:
         variables = sorted(k for k in mat if not k.startswith("__"))
-        raise ValueError(f"{path}: expected variables 'X' and 'y', found {variables}")
+        raise BadFileError(path, f"expected variables 'X' and 'y', found {variables}")
     images, labels = mat["X"], np.asarray(mat["y"]).reshape(-1)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[:3] != (32, 32, 3):
-        raise ValueError(f"{path}: 'X' must be uint8 32 x 32 x 3 x N, got {images.dtype} {images.shape}")
+        raise BadFileError(path, f"'X' must be uint8 32 x 32 x 3 x N, got {images.dtype} {images.shape}")
     images = images.transpose(3, 2, 0, 1)  # H x W x C x N -> N x C x H x W
     common.check_count(images, labels, path)
     labels = np.where(labels == 10, 0, labels)  # SVHN stores digit 0 as label 10
