@@ -33,6 +33,8 @@ FORMAT_VERSION = 1
 METADATA_KEY = "condense_bench"
 #: Tensors every set file holds.
 REQUIRED_TENSORS = ("images", "labels")
+#: The file suffix of a saved image set (graph sets have their own format and suffix).
+SET_FILE_SUFFIX = ".safetensors"
 
 
 def encode_set_file(tensors: dict[str, Tensor], metadata: dict[str, Any]) -> bytes:

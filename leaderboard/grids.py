@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from data.files import StrPath
-from data.setfile import open_set_file
+from data.setfile import SET_FILE_SUFFIX, open_set_file
 from leaderboard.records import ResultRecord
 from leaderboard.table import RANDOM_METHOD, REFERENCE_FAMILY, BudgetKey
 
@@ -193,7 +193,7 @@ def synthetic_set_grids(
 
     Of the records of a (dataset, method, budget), the one with the lowest seed (then protocol,
     then cell key) whose set file reads is shown. Reference records (the full dataset) have no
-    saved set and are left out silently.
+    saved set, and sets that are not images (graph sets) have no grid: both are left out silently.
 
     Returns:
         The grids, ordered by dataset, method (``random`` first) and budget; and a note for every
@@ -202,7 +202,8 @@ def synthetic_set_grids(
     root = Path(results_dir)
     groups: dict[tuple[str, str, BudgetKey], list[ResultRecord]] = defaultdict(list)
     for record in records:
-        if record.family != REFERENCE_FAMILY:
+        image_set = record.set_path is None or record.set_path.endswith(SET_FILE_SUFFIX)
+        if record.family != REFERENCE_FAMILY and image_set:
             groups[(record.dataset, record.method, BudgetKey.of(record.ipc, record.fraction))].append(record)
     grids: list[ImageGrid] = []
     notes: list[GridNote] = []

@@ -758,6 +758,7 @@ def test_synthetic_set_grids_skip_bad_files_with_a_note(tmp_path: Path) -> None:
         make_record("escape", [0.5, 0.51], set_path="sets/digits/link.safetensors"),
         make_record("unsaved", [0.5, 0.51]),
         make_record("full", FULL, family="reference"),
+        make_record("mirage", [0.7, 0.71], dataset="mutag", fraction=0.05, ipc=None, set_path="sets/mutag/m.graphset"),
     ]
     (tmp_path.parent / "outside.safetensors").write_bytes(b"x")
     (tmp_path / "sets" / "digits" / "link.safetensors").symlink_to(tmp_path.parent / "outside.safetensors")
@@ -767,7 +768,8 @@ def test_synthetic_set_grids_skip_bad_files_with_a_note(tmp_path: Path) -> None:
     assert [(grid.method, grid.budget, grid.seed) for grid in found] == [("dc", "ipc=10", 0), ("herding", "ipc=10", 1)]
     assert found[0].png.startswith(PNG_SIGNATURE) and found[0].num_images == 10 and found[0].classes_shown == 10
     reasons = {note.method: note.message for note in notes}
-    assert set(reasons) == {"missing", "corrupt", "foreign", "escape", "unsaved"}  # full: no set, no note
+    # full: no set; mirage: a graph set, no image: neither gets a note
+    assert set(reasons) == {"missing", "corrupt", "foreign", "escape", "unsaved"}
     assert reasons["missing"] == "sets/digits/gone.safetensors: file missing"
     assert reasons["corrupt"].startswith("sets/digits/corrupt.safetensors: unreadable (")
     assert "condense_bench" in reasons["foreign"]
