@@ -341,7 +341,7 @@ class ReportCallback(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
         if job_return is not None and job_return.status == JobStatus.FAILED:
-            error = job_return._return_value
+            error = job_return._return_value  # the public return_value re-raises the job's error
             overrides = " ".join(job_return.overrides or [])
             print(f"condense-bench: error: job [{overrides}] failed: {type(error).__name__}: {error}", file=sys.stderr)
 
