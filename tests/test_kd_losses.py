@@ -134,8 +134,11 @@ def test_dkd_against_direct_computation_and_warmup() -> None:
     terms = loss(KDBatch(student, teacher, targets, epoch=30))
     assert float(terms["kd"]) == pytest.approx(t * t * (alpha * tckd + beta * nckd), rel=1e-8)
     assert float(terms["ce"]) == pytest.approx(_np_ce(s, y), rel=1e-10)
-    half = loss(KDBatch(student, teacher, targets, epoch=10))
+    # mdistiller's min(epoch / 20, 1) with epochs from 1: the 10th epoch (index 9) weighs 1/2, the first 1/20.
+    half = loss(KDBatch(student, teacher, targets, epoch=9))
     assert float(half["kd"]) == pytest.approx(0.5 * float(terms["kd"]), rel=1e-10)
+    first = loss(KDBatch(student, teacher, targets, epoch=0))
+    assert float(first["kd"]) == pytest.approx(float(terms["kd"]) / 20, rel=1e-10)
 
 
 def test_nkd_against_direct_computation() -> None:

@@ -104,7 +104,7 @@ class KDBatch:
         student_features: hooked student activations by module path.
         teacher_features: hooked teacher activations by module path.
         indices: positions of the batch images in the training set (CRD's memory bank).
-        epoch: the current epoch (warm-ups).
+        epoch: the current epoch, counted from 0 (warm-ups).
     """
 
     student_logits: Tensor
@@ -262,7 +262,9 @@ class DKDConfig(KDLossConfig):
     """Decoupled KD: ``kd_weight * warmup * (T^2) * (alpha TCKD + beta NCKD)`` plus ``ce_weight CE``.
 
     mdistiller defaults: CE 1, alpha 1, beta 8 (2 for ResNet-56/110 pairs, 6 for WRN/VGG), T 4
-    with T^2, a linear warm-up of the KD term over 20 epochs.
+    with T^2, a linear warm-up of the KD term over 20 epochs: ``min(epoch / 20, 1)`` with
+    mdistiller's epochs counted from 1 (``engine/trainer.py``), so the first epoch already
+    weighs the KD term 1/20.
     """
 
     ce_weight: float = 1.0
@@ -286,7 +288,8 @@ class DecoupledKD(KDLoss):
         c = self.config
         student, teacher = _prepare_logits(batch, c.logit_standardization)
         tckd, nckd = dkd_parts(student, teacher, batch.targets, c.temperature)
-        warmup = min(batch.epoch / c.warmup_epochs, 1.0) if c.warmup_epochs > 0 else 1.0
+        # KDBatch.epoch counts from 0, mdistiller's from 1.
+        warmup = min((batch.epoch + 1) / c.warmup_epochs, 1.0) if c.warmup_epochs > 0 else 1.0
         scale = c.temperature**2 if c.scale_t2 else 1.0
         return {"kd": c.kd_weight * warmup * scale * (c.alpha * tckd.mean() + c.beta * nckd.mean())}
 
