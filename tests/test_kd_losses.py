@@ -20,6 +20,7 @@ from evaluation.kd import (
     list_kd_losses,
     soft_label_loss,
 )
+from evaluation.kd.losses import _projector
 from evaluation.models import create_model
 
 
@@ -225,17 +226,24 @@ def test_rkd_against_direct_computation() -> None:
 
 
 def test_fitnet_projects_and_matches_mse() -> None:
-    fs, ft = _features()
+    fs, ft = _features()  # a 4x4 student map onto a 2x2 teacher map
     loss = create_kd_loss("fitnet", student_layer="a", teacher_layer="b")
     loss.prepare({"a": fs}, {"b": ft}, num_samples=100)
-    assert sum(p.numel() for p in loss.parameters()) == 8 * 6
+    conv, norm, _ = loss.projector
+    # mdistiller's ConvReg for a student twice the teacher's height: 3x3 stride-2 conv, BN, ReLU.
+    assert (conv.kernel_size, conv.stride, conv.padding) == ((3, 3), (2, 2), (1, 1))
+    assert sum(p.numel() for p in loss.parameters()) == 8 * 6 * 9 + 6 + 2 * 6
     logits = torch.zeros(len(fs), 10)
     terms = loss(KDBatch(logits, logits, torch.zeros(len(fs), dtype=torch.long), {"a": fs}, {"b": ft}))
-    weight = next(loss.parameters())
-    projected = F.conv2d(F.adaptive_avg_pool2d(fs, (2, 2)), weight)
+    mapped = F.conv2d(fs, conv.weight, conv.bias, stride=2, padding=1)
+    projected = F.relu(F.batch_norm(mapped, None, None, norm.weight, norm.bias, training=True, eps=norm.eps))
     assert float(terms["kd"].detach()) == pytest.approx(100 * float(((projected - ft) ** 2).mean().detach()), rel=1e-5)
     terms["kd"].backward()
-    assert weight.grad is not None and float(weight.grad.abs().sum()) > 0
+    assert conv.weight.grad is not None and float(conv.weight.grad.abs().sum()) > 0
+    # Half the teacher's height: a transposed conv; a smaller map than a valid conv can reach: refused.
+    assert isinstance(_projector(ft, fs)[0], torch.nn.ConvTranspose2d)
+    with pytest.raises(ValueError, match="no regressor"):
+        _projector(torch.zeros(2, 8, 2, 3), torch.zeros(2, 6, 3, 2))
 
 
 def test_crd_memory_bank_sized_to_set_and_loss_direct() -> None:

@@ -340,10 +340,27 @@ PENULTIMATE = "classifier:input"
 
 
 def _projector(student: Tensor, teacher: Tensor) -> nn.Module:
-    """A 1x1 conv from student to teacher channels for maps, a Linear for vectors."""
-    if student.ndim == 4:
-        return nn.Conv2d(student.shape[1], teacher.shape[1], kernel_size=1, bias=False)
-    return nn.Linear(student.flatten(1).shape[1], teacher.flatten(1).shape[1])
+    """FitNet's regressor: mdistiller's ``ConvReg`` for maps, a Linear for vectors.
+
+    ``ConvReg`` maps the student's map onto the teacher's shape with a conv chosen by their
+    heights (3x3 stride 2 for twice the teacher's, a 4x4 stride-2 transposed conv for half of it,
+    else a valid conv of ``1 + s - t``), then BatchNorm and ReLU (``mdistiller/distillers/_common.py``).
+    """
+    if student.ndim != 4 or teacher.ndim != 4:
+        return nn.Linear(student.flatten(1).shape[1], teacher.flatten(1).shape[1])
+    (s_channels, s_height, s_width), (t_channels, t_height, t_width) = student.shape[1:], teacher.shape[1:]
+    conv: nn.Module
+    if s_height == 2 * t_height:
+        conv = nn.Conv2d(s_channels, t_channels, kernel_size=3, stride=2, padding=1)
+    elif 2 * s_height == t_height:
+        conv = nn.ConvTranspose2d(s_channels, t_channels, kernel_size=4, stride=2, padding=1)
+    elif s_height >= t_height and s_width >= t_width:
+        conv = nn.Conv2d(s_channels, t_channels, kernel_size=(1 + s_height - t_height, 1 + s_width - t_width))
+    else:
+        raise ValueError(
+            f"fitnet: no regressor maps a {s_height}x{s_width} student map onto a {t_height}x{t_width} teacher map"
+        )
+    return nn.Sequential(conv, nn.BatchNorm2d(t_channels), nn.ReLU())
 
 
 def _match_spatial(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
@@ -394,8 +411,6 @@ class FitNet(KDLoss):
     ) -> None:
         student = student_features[self.config.student_layer]
         teacher = teacher_features[self.config.teacher_layer]
-        if student.ndim == 4 and teacher.ndim == 4:
-            student, teacher = _match_spatial(student, teacher)
         self.projector = _projector(student, teacher).to(student.device)
 
     def distillation_terms(self, batch: KDBatch) -> dict[str, Tensor]:
@@ -403,9 +418,7 @@ class FitNet(KDLoss):
             raise RuntimeError("fitnet: call prepare(...) with one batch of features before training")
         student = batch.student_features[self.config.student_layer]
         teacher = batch.teacher_features[self.config.teacher_layer]
-        if student.ndim == 4 and teacher.ndim == 4:
-            student, teacher = _match_spatial(student, teacher)
-        else:
+        if student.ndim != 4 or teacher.ndim != 4:
             student, teacher = student.flatten(1), teacher.flatten(1)
         return {"kd": self.config.kd_weight * F.mse_loss(self.projector(student), teacher)}
 
