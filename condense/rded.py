@@ -5,8 +5,10 @@ of real images; per class:
 
 1. take ``mipc`` random real images of the class;
 2. draw ``num_crop`` square random-resized crops of each (scale ``min_scale``-1, side
-   ``size // factor``), zero-pad each to the full size (black pixels) and score it by the
-   observer's loss ``-log p(c | crop)``; keep each image's lowest-loss crop (realism);
+   ``size // factor``), zero-pad each to the full size in normalized space (the dataset's mean
+   colour, as the official ``synthesize/utils.py`` pads normalized crops with ``F.pad``) and
+   score it by the observer's loss ``-log p(c | crop)``; keep each image's lowest-loss crop
+   (realism);
 3. keep the ``ipc * factor**2`` lowest-loss crops of the class, one per source image (diversity:
    at most one crop of any image);
 4. stitch groups of ``factor**2`` crops into a ``factor x factor`` mosaic: ``ipc`` images.
@@ -154,7 +156,7 @@ class RDED(IPCDistiller):
         )
         cells = c.factor * c.factor
         side = min(height, width) // c.factor
-        black = ((0 - torch.tensor(train.mean)) / torch.tensor(train.std)).view(1, -1, 1, 1)
+        mean_colour = torch.zeros(1, train.images.shape[1], 1, 1)  # 0 in normalized space
         generator = make_generator(derive_seed(self.name, seed, "images"), "cpu")
         rng = random.Random(derive_seed(self.name, seed, "crops"))
         images, kept_losses = [], []
@@ -172,7 +174,7 @@ class RDED(IPCDistiller):
                 crops = torch.stack(
                     [square_crop(train.images[i], side, c.min_scale, rng) for i in chosen for _ in range(c.num_crop)]
                 )
-                scored = crops if c.factor == 1 else pad_to(crops, height, width, black)
+                scored = crops if c.factor == 1 else pad_to(crops, height, width, mean_colour)
                 losses = crop_losses(observer.model, scored, label, c.score_batch, device).view(len(chosen), c.num_crop)
                 best_loss, best_crop = losses.min(dim=1)  # realism: each image's most typical crop
                 order = torch.argsort(best_loss)[:need]  # diversity: one crop per source image

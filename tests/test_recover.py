@@ -243,6 +243,24 @@ def test_rded_keeps_real_crops_of_the_right_class(digits, cache):
     assert torch.equal(synthetic.images, again.images)
 
 
+def test_rded_scores_crops_padded_with_the_mean_colour(digits, cache, monkeypatch):
+    """The official selector pads normalized crops with 0: the dataset's mean colour, not black."""
+    import condense.rded
+
+    train, _, _ = digits
+    fills = []
+    original = condense.rded.pad_to
+
+    def recording(crops, height, width, fill):
+        fills.append(fill)
+        return original(crops, height, width, fill)
+
+    monkeypatch.setattr(condense.rded, "pad_to", recording)
+    options = {"observer_epochs": 1, "mipc": 8, "num_crop": 2, "factor": 2}
+    create_method("rded", **options).condense(train, Budget(ipc=1), seed=0)
+    assert fills and all(torch.equal(fill, torch.zeros(1, 1, 1, 1)) for fill in fills)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("option", "ipc"), [("digits/rded", 1), ("digits/infer", 10)])
 def test_decoupled_method_under_soft_labels_beats_random_with_hard_labels(digits, cache, option, ipc):
