@@ -277,6 +277,23 @@ def test_crd_memory_bank_sized_to_set_and_loss_direct() -> None:
     torch.testing.assert_close(loss.memory_student[untouched], memory_s[untouched])
 
 
+def test_crd_negatives_come_from_other_classes() -> None:
+    """RepDistiller's default mode='exact': an anchor's negatives are entries of the other classes."""
+    g = torch.Generator().manual_seed(5)
+    fs, ft = torch.randn(8, 12, generator=g), torch.randn(8, 20, generator=g)
+    path = "classifier:input"
+    labels = torch.arange(30) % 3
+    loss = create_kd_loss("crd", feat_dim=4, nce_k=50, seed=11)
+    loss.prepare({path: fs}, {path: ft}, num_samples=30, labels=labels)
+    indices = torch.arange(30)
+    negatives = loss.negatives(indices)
+    assert negatives.shape == (30, 20)  # capped at the smallest other-class pool (30 - 10)
+    assert not bool((labels[negatives] == labels[indices][:, None]).any())
+    assert set(negatives[0].tolist()) <= set(torch.nonzero(labels != 0).flatten().tolist())
+    with pytest.raises(ValueError, match="labels for"):
+        loss.prepare({path: fs}, {path: ft}, num_samples=30, labels=labels[:5])
+
+
 def test_hooks_return_named_layer_outputs() -> None:
     with seeded_torch(0):
         model = create_model("convnetw32", in_channels=1, num_classes=10, image_size=(8, 8))

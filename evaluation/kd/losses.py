@@ -164,9 +164,17 @@ class KDLoss(nn.Module):
         return ()
 
     def prepare(
-        self, student_features: Mapping[str, Tensor], teacher_features: Mapping[str, Tensor], *, num_samples: int
+        self,
+        student_features: Mapping[str, Tensor],
+        teacher_features: Mapping[str, Tensor],
+        *,
+        num_samples: int,
+        labels: Tensor | None = None,
     ) -> None:
-        """Build trainable parts from one batch's feature shapes (a no-op for logit losses)."""
+        """Build trainable parts from one batch's feature shapes (a no-op for logit losses).
+
+        ``labels`` are the hard labels of all ``num_samples`` training images (CRD's negatives).
+        """
 
     def distillation_terms(self, batch: KDBatch) -> dict[str, Tensor]:
         """The weighted distillation term(s), without the cross-entropy."""
@@ -407,7 +415,12 @@ class FitNet(KDLoss):
         return (self.config.teacher_layer,)
 
     def prepare(
-        self, student_features: Mapping[str, Tensor], teacher_features: Mapping[str, Tensor], *, num_samples: int
+        self,
+        student_features: Mapping[str, Tensor],
+        teacher_features: Mapping[str, Tensor],
+        *,
+        num_samples: int,
+        labels: Tensor | None = None,
     ) -> None:
         student = student_features[self.config.student_layer]
         teacher = teacher_features[self.config.teacher_layer]
@@ -530,8 +543,11 @@ class CRDConfig(KDLossConfig):
 
     Both penultimate features are embedded to ``feat_dim`` and L2-normalized; each sample is
     contrasted, at temperature ``nce_t``, against its own memory entry of the other network
-    (positive) and ``min(nce_k, N - 1)`` other entries drawn uniformly (negatives); memories are
-    updated with momentum ``nce_momentum``. RepDistiller: weight 0.8, 128-d, K 16384, T 0.07,
+    (positive) and ``nce_k`` entries of the other classes (negatives: RepDistiller's default
+    ``mode='exact'`` draws them from ``cls_negative[target]``), at most as many as the smallest
+    such pool holds, drawn uniformly with replacement; without labels (a library call that
+    gives none) they come from every other entry. Memories are updated with momentum
+    ``nce_momentum``. RepDistiller: weight 0.8, 128-d, K 16384, T 0.07,
     m 0.5. This is the softmax (InfoNCE) form of the objective, not RepDistiller's NCE with a
     constant partition estimate. ``seed`` drives the negative sampling.
     """
@@ -558,6 +574,7 @@ class ContrastiveRD(KDLoss):
         super().__init__(config)
         self.embed_student: nn.Module | None = None
         self.embed_teacher: nn.Module | None = None
+        self._labels: Tensor | None = None
         self._generator = torch.Generator().manual_seed(config.seed)
 
     @property
@@ -569,7 +586,12 @@ class ContrastiveRD(KDLoss):
         return (self.config.teacher_layer,)
 
     def prepare(
-        self, student_features: Mapping[str, Tensor], teacher_features: Mapping[str, Tensor], *, num_samples: int
+        self,
+        student_features: Mapping[str, Tensor],
+        teacher_features: Mapping[str, Tensor],
+        *,
+        num_samples: int,
+        labels: Tensor | None = None,
     ) -> None:
         c = self.config
         student = student_features[c.student_layer].flatten(1)
@@ -581,6 +603,29 @@ class ContrastiveRD(KDLoss):
         init = torch.rand(2, num_samples, c.feat_dim, generator=self._generator) * 2 * bound - bound
         self.register_buffer("memory_student", F.normalize(init[0], dim=1).to(device))
         self.register_buffer("memory_teacher", F.normalize(init[1], dim=1).to(device))
+        self._labels = None if labels is None else labels.detach().long().cpu().reshape(-1)
+        if self._labels is not None and len(self._labels) != num_samples:
+            raise ValueError(f"crd: {len(self._labels)} labels for {num_samples} memory entries")
+
+    def negatives(self, indices: Tensor) -> Tensor:
+        """``len(indices) x k`` negative memory entries of each anchor (see :class:`CRDConfig`)."""
+        n = len(self.memory_student)  # type: ignore[arg-type]
+        indices = indices.cpu()
+        if self._labels is None:
+            k = max(1, min(self.config.nce_k, n - 1))
+            # Uniform entries other than the sample itself: shift draws in [0, n-1) past the index.
+            drawn = torch.randint(0, max(n - 1, 1), (len(indices), k), generator=self._generator)
+            return (drawn + (drawn >= indices[:, None]).long()).clamp(max=n - 1)
+        labels = self._labels
+        counts = torch.bincount(labels)
+        k = max(1, min(self.config.nce_k, n - int(counts.max())))
+        result = torch.empty(len(indices), k, dtype=torch.long)
+        anchor_labels = labels[indices]
+        for label in anchor_labels.unique().tolist():
+            rows = torch.nonzero(anchor_labels == label).flatten()
+            pool = torch.nonzero(labels != label).flatten()
+            result[rows] = pool[torch.randint(0, len(pool), (len(rows), k), generator=self._generator)]
+        return result
 
     def distillation_terms(self, batch: KDBatch) -> dict[str, Tensor]:
         c = self.config
@@ -590,15 +635,10 @@ class ContrastiveRD(KDLoss):
             raise ValueError("crd needs the batch's dataset indices (KDBatch.indices)")
         memory_student: Tensor = self.memory_student  # type: ignore[assignment]
         memory_teacher: Tensor = self.memory_teacher  # type: ignore[assignment]
-        n = len(memory_student)
         indices = batch.indices.to(memory_student.device)
         v_student = F.normalize(self.embed_student(batch.student_features[c.student_layer].flatten(1)), dim=1)
         v_teacher = F.normalize(self.embed_teacher(batch.teacher_features[c.teacher_layer].flatten(1)), dim=1)
-        k = max(1, min(c.nce_k, n - 1))
-        # Uniform negatives other than the sample itself: shift draws in [0, n-1) past the index.
-        negatives = torch.randint(0, max(n - 1, 1), (len(indices), k), generator=self._generator).to(indices.device)
-        negatives = negatives + (negatives >= indices[:, None]).long()
-        negatives = negatives.clamp(max=n - 1)
+        negatives = self.negatives(indices).to(indices.device)
         contrast = torch.cat([indices[:, None], negatives], dim=1)
         # Student anchors against teacher memories and teacher anchors against student memories.
         logits_student = torch.bmm(memory_teacher[contrast].detach(), v_student[:, :, None]).squeeze(2) / c.nce_t

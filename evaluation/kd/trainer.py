@@ -193,7 +193,7 @@ def distill_student(
                 student(probe)
                 student.train(was_training)
                 teacher(probe)
-            loss.prepare(student_hooks.features, teacher_hooks.features, num_samples=len(images))
+            loss.prepare(student_hooks.features, teacher_hooks.features, num_samples=len(images), labels=labels)
             loss.to(device)
         parameters = [p for p in student.parameters() if p.requires_grad]
         parameters += [p for p in loss.parameters() if p.requires_grad]
