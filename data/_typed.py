@@ -27,7 +27,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar, Union
 
-from data.untrusted import InputError
+from data.untrusted import InputError, is_integer
 
 T = TypeVar("T")
 
@@ -149,7 +149,7 @@ def convert(annotation: Any, value: Any, *, path: str) -> Any:
             return value
         raise OptionError(f"{path} must be true or false, got {value!r}")
     if annotation is int:
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if is_integer(value):
             if abs(int(value)) > _INT64_MAX:
                 raise OptionError(f"{path} must fit in 64 bits, got {value!r}")
             return int(value)

@@ -87,8 +87,6 @@ def _writer_may_run(temporary: Path) -> bool:
 
 
 def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -109,7 +107,7 @@ def check_writable(folders: Iterable[StrPath], *, what: str = "results folder") 
     for folder in folders:
         target = Path(folder)
         try:
-            target.mkdir(parents=True, exist_ok=True)
+            # writing() creates the folder.
             probe = write_bytes_atomic(target / f".write-probe-{_host()}-{os.getpid()}", b"")
             probe.unlink()
         except OSError as error:

@@ -8,9 +8,9 @@ header (:mod:`data.setfile`), so loading a set never runs code. ``.pt`` files ar
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
-import numbers
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +26,7 @@ from data.untrusted import (
     BadFileError,
     InputError,
     int_field,
+    is_integer,
     mapping_field,
     number_field,
     number_list_field,
@@ -214,7 +215,7 @@ class SyntheticSet:
         if not all(math.isfinite(s) and s > 0 for s in self.std):
             raise ValueError(f"std must be finite and > 0 (it divides every pixel), got {self.std}")
         classes = self.num_classes
-        if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
+        if not is_integer(classes) or classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
         n = len(self.images)
         if self.has_soft_labels:
@@ -329,8 +330,6 @@ class SyntheticSet:
 
     @classmethod
     def _load_torch(cls, raw: bytes, source: Path) -> SyntheticSet:
-        import io
-
         try:
             payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - any refusal means "not a safe set file"
@@ -386,8 +385,9 @@ class SyntheticSet:
                 decoder=decoder,
             )
             result.validate(check_budget=False)
-            # A decoder's options and extras are checked by decoding once.
-            result.decoded().validate(check_budget=False)
+            if result.decoder is not None:
+                # A decoder's options and extras are checked by decoding once.
+                result.decoded().validate(check_budget=False)
         return result
 
 

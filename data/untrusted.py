@@ -69,6 +69,11 @@ class BadFileError(InputError):
         self.reason = reason
 
 
+def is_integer(value: Any) -> bool:
+    """Whether ``value`` is an integer, ``True``/``False`` excluded (JSON and YAML give bools)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def read_limited(path: str | os.PathLike[str], *, max_bytes: int | None = None, what: str = "file") -> bytes:
     """The bytes of the regular file ``path``.
 
@@ -188,7 +193,7 @@ def int_field(
     value = meta.get(name)
     if value is None and optional:
         return None
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+    if not is_integer(value):
         raise BadFileError(source, f"'{name}' must be an integer, got {_shown(value)}")
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise BadFileError(source, f"'{name}' must be in [{minimum}, {maximum}], got {value}")

@@ -19,7 +19,7 @@ from typing import Any
 
 from scipy import stats
 
-from data.untrusted import InputError
+from data.untrusted import InputError, is_integer
 
 SCHEMA_NAME = "condense-bench/record"
 SCHEMA_VERSION = 1
@@ -107,10 +107,6 @@ def summarize_accuracies(values: Iterable[float]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -141,7 +137,7 @@ def _check_path_segment(name: str, value: Any) -> str:
 def _check_int(name: str, value: Any, *, minimum: int | None = None, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
-    if not _is_integer(value):
+    if not is_integer(value):
         kind = "an integer or null" if allow_none else "an integer"
         raise RecordError(f"{name} must be {kind}, got {value!r}")
     number = int(value)
@@ -471,7 +467,7 @@ class ResultRecord:
                 f"not a condense-bench record: 'schema' is {mapping.get('schema')!r}, not {SCHEMA_NAME!r}"
             )
         version = mapping.get("schema_version")
-        if not _is_integer(version) or version != SCHEMA_VERSION:
+        if not is_integer(version) or version != SCHEMA_VERSION:
             raise RecordError(
                 f"unsupported schema_version {mapping.get('schema_version')!r}; "
                 f"this suite reads version {SCHEMA_VERSION}"
