@@ -232,7 +232,7 @@ class TrajectorySynthesizer(Synthesizer):
         progress: bool = False,
     ) -> SyntheticSet:
         """Load (or train once) the experts, distill, and store the learned lr (and soft labels)."""
-        zca = ZCAWhitening.fit(train.images) if self.config.zca else None
+        zca = ZCAWhitening.fit_on_pixels(train) if self.config.zca else None
         if zca is not None:
             train = whiten_dataset(train, zca)
         experts = load_or_train_experts(train, self.expert_config(train), device=device, progress=progress)

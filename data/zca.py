@@ -1,10 +1,17 @@
 """ZCA whitening of images, fitted on a training set (the official MTT/FTD/DATM CIFAR preprocessing).
 
 The transform matches kornia's ``ZCAWhitening(eps=0.1)`` as the official trajectory-matching
-code uses it on normalized images: with the centred data matrix ``X`` (N x D),
+code uses it: fitted on the raw ``[0, 1]`` pixels (its CIFAR loader skips ``Normalize`` when
+``--zca`` is set). With the centred data matrix ``X`` (N x D) of raw pixels,
 ``C = X^T X / (N - 1) = U diag(S) U^T`` and ``W = U diag(1 / sqrt(S + eps)) U^T``, an image ``x``
 becomes ``(x - mean) W``. ``eps`` regularizes the small eigenvalues, so the result is a strong
-high-pass filter rather than exact whitening.
+high-pass filter rather than exact whitening. Fitting the same ``eps`` on mean/std-normalized
+CIFAR images would whiten about 25x harder, since their variances are ~1/std^2 larger.
+
+The suite's datasets hold normalized images, so :meth:`ZCAWhitening.fit_on_pixels` folds the
+normalization into the transform: for a normalized image ``n`` with raw pixels ``x = n * s + m``,
+``(x - mean_x) W = (n - mean_n) diag(s) W``. The stored transform applies to normalized images
+and gives exactly what kornia gives on the raw ones.
 
 A synthesizer that whitens stores the fitted transform in its set (:func:`store`), and the
 evaluation whitens the test images with the same transform (:func:`whiten_like`): experts,
@@ -32,7 +39,7 @@ class ZCAWhitening:
     """A fitted ZCA transform of flattened images."""
 
     mean: Tensor  # D
-    matrix: Tensor  # D x D, symmetric
+    matrix: Tensor  # D x D (symmetric when fitted on the space it is applied to)
 
     @classmethod
     def fit(cls, images: Tensor, regularization: float = DEFAULT_REGULARIZATION) -> ZCAWhitening:
@@ -49,6 +56,19 @@ class ZCAWhitening:
         scale = (eigenvalues.clamp_min(0) + regularization).rsqrt()
         matrix = (eigenvectors * scale) @ eigenvectors.T
         return cls(mean=mean.float(), matrix=matrix.float())
+
+    @classmethod
+    def fit_on_pixels(cls, dataset: ImageDataset, regularization: float = DEFAULT_REGULARIZATION) -> ZCAWhitening:
+        """Fit on ``dataset``'s raw pixels (the official space); the result whitens its normalized images."""
+        images = dataset.images.double()
+        channels = images.shape[1]
+        mean = torch.tensor(dataset.mean, dtype=torch.float64).view(1, channels, 1, 1)
+        std = torch.tensor(dataset.std, dtype=torch.float64).view(1, channels, 1, 1)
+        raw = cls.fit(images * std + mean, regularization)
+        pixel_scale = std.expand(1, *images.shape[1:]).reshape(-1)  # s of every flattened value
+        normalized_mean = images.reshape(len(images), -1).mean(dim=0)
+        matrix = pixel_scale[:, None] * raw.matrix.double()
+        return cls(mean=normalized_mean.float(), matrix=matrix.float())
 
     def __call__(self, images: Tensor) -> Tensor:
         """Whiten ``images`` (N x C x H x W) with the fitted transform."""

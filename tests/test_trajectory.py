@@ -82,6 +82,20 @@ def test_zca_fit_matches_the_direct_formula(digits):
         zca(torch.zeros(2, 1, 4, 4))
 
 
+def test_zca_is_fitted_on_raw_pixels_as_kornia_is_in_the_official_code(digits):
+    kornia = pytest.importorskip("kornia")  # a test extra (pip install -e .[test])
+    train, _, _ = digits
+    channels = train.images.shape[1]
+    mean = torch.tensor(train.mean).view(1, channels, 1, 1)
+    std = torch.tensor(train.std).view(1, channels, 1, 1)
+    raw = train.images * std + mean
+    official = kornia.enhance.ZCAWhitening(eps=0.1).fit(raw)(raw)
+    ours = ZCAWhitening.fit_on_pixels(train)(train.images)
+    torch.testing.assert_close(ours, official, atol=1e-4, rtol=1e-4)
+    # Fitting the same eps on the normalized images whitens differently (the old behaviour).
+    assert (ZCAWhitening.fit(train.images)(train.images) - official).abs().max() > 0.1
+
+
 def test_zca_set_carries_its_transform_into_evaluation(digits, cache):
     """Experts, distillation and evaluation share one whitening; the set's bytes leave it out."""
     train, _, test = digits
