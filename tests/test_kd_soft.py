@@ -106,6 +106,43 @@ def test_stored_labels_stay_fixed_under_augmentation(digits, teacher) -> None:
         torch.testing.assert_close(pa, pb, atol=1e-5, rtol=1e-4)
 
 
+def test_static_mixup_interpolates_the_stored_logits(digits, teacher, monkeypatch) -> None:
+    """INFER's val_static.py: the target of a mixed pair is lam * t_i + (1 - lam) * t_j of the
+    stored logits, and the temperature applies after the mixing (not to mixed probabilities)."""
+    from evaluation.kd import soft
+
+    train, _, _ = digits
+    images, labels = train.images[:30], train.labels[:30]
+    with torch.no_grad():
+        stored = teacher.model(images) * 3.0  # peaked logits: mixing probabilities would differ a lot
+    seen: list[tuple[torch.Tensor, object, torch.Tensor]] = []
+    augment, loss = soft.augment_batch, soft.soft_label_loss
+
+    def recording_augment(batch_images, *args, **kwargs):
+        inputs, mix = augment(batch_images, *args, **kwargs)
+        seen.append((batch_images, mix, None))
+        return inputs, mix
+
+    def recording_loss(config, student_logits, teacher_logits, targets, **kwargs):
+        batch_images, mix, _ = seen[-1]
+        seen[-1] = (batch_images, mix, teacher_logits.detach().clone())
+        return loss(config, student_logits, teacher_logits, targets, **kwargs)
+
+    monkeypatch.setattr(soft, "augment_batch", recording_augment)
+    monkeypatch.setattr(soft, "soft_label_loss", recording_loss)
+    config = SoftLabelConfig(label_source="stored", criterion="kl", augmentation="mixup", mix_alpha=0.8, temperature=30.0)
+    recipe = StudentRecipe(epochs=1, optimizer="sgd", lr=0.01, batch_size=10)
+    common = {"num_classes": 10, "dataset_name": "digits"}
+    train_soft_student(_student(), images, labels, config, recipe, generator=make_generator(3), stored_logits=stored, **common)
+    assert len(seen) == 3
+    flat = images.reshape(len(images), -1)
+    for batch_images, mix, teacher_logits in seen:
+        rows = torch.cdist(batch_images.reshape(len(batch_images), -1), flat).argmin(dim=1)
+        expected = mix.lam * stored[rows] + (1 - mix.lam) * stored[rows][mix.partner]
+        torch.testing.assert_close(teacher_logits, expected)
+        assert 0.0 < mix.lam < 1.0
+
+
 def test_distill_library_call_learns_from_teacher(digits, teacher) -> None:
     """``distill`` as a library: a DKD student on 200 digits (measured 0.87 test accuracy)."""
     train, _, test = digits

@@ -317,7 +317,9 @@ def train_soft_student(
         raise ValueError("label_source 'replay' needs a replay store")
     if teacher is not None:
         teacher.to(device).eval()
-    stored = stored_logits.to(device) if stored_logits is not None else None
+    # Stored labels become logits once, then mix linearly (INFER's val_static.py interpolates the
+    # stored logits, lam * t_i + (1 - lam) * t_j, and only then applies the temperature).
+    stored = probabilities_as_logits(stored_logits.to(device)) if stored_logits is not None else None
     counter = {"step": 0}
 
     def step(epoch: int, batch: Tensor) -> Tensor:
@@ -335,8 +337,7 @@ def train_soft_student(
         elif source == "replay":
             teacher_logits = parallel.local(replay.logits[counter["step"]]).to(device).float()  # type: ignore[union-attr]
         elif source == "stored":
-            mixed = _mix(F.softmax(stored[batch], dim=1), mix)  # type: ignore[index]
-            teacher_logits = probabilities_as_logits(parallel.local(mixed))
+            teacher_logits = parallel.local(_mix(stored[batch], mix))  # type: ignore[index]
         counter["step"] += 1
         return soft_label_loss(config, student(inputs), teacher_logits, targets, alpha=alpha)
 
