@@ -75,6 +75,10 @@ class ProxyConfig(MethodConfig):
         proxy_momentum: SGD momentum.
         proxy_weight_decay: SGD weight decay.
         proxy_batch_size: mini-batch size.
+        proxy_seed: the proxy's training seed. The default 0 trains one proxy that every seed of a
+            cell shares (its cache serves them all, as experts and teachers do; the cell seed still
+            drives the selection's own randomness and the evaluation); ``None`` trains one per
+            cell seed (DeepCore's repeated runs vary the proxy too).
         cache_dir: folder of cached proxies; ``None`` = ``proxy_cache`` under the cache root
             (:func:`data.cache.cache_root`).
     """
@@ -86,6 +90,7 @@ class ProxyConfig(MethodConfig):
     proxy_momentum: float = 0.9
     proxy_weight_decay: float = 5e-4
     proxy_batch_size: int = 128
+    proxy_seed: int | None = 0
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -415,9 +420,10 @@ class ProxySelector(Selector):
         return options
 
     def proxy(self, train: ImageDataset, *, seed: int, device: torch.device | str = "cpu", repeat: int = 0) -> ProxyRun:
-        """The proxy for ``train`` trained with the cell's ``seed`` (``repeat`` > 0: an extra,
-        independently seeded run, as GraNd's repeats)."""
-        proxy_seed = seed if repeat == 0 else derive_seed("proxy-repeat", seed, repeat)
+        """The proxy for ``train``, trained with ``proxy_seed`` (or the cell's ``seed`` where that is
+        ``None``); ``repeat`` > 0: an extra, independently seeded run, as GraNd's repeats."""
+        base = seed if self.config.proxy_seed is None else self.config.proxy_seed
+        proxy_seed = base if repeat == 0 else derive_seed("proxy-repeat", base, repeat)
         run = load_or_train_proxy(
             train, ProxyRecipe.from_config(self.config, proxy_seed), cache_dir=self.config.cache_dir, device=device
         )

@@ -27,6 +27,7 @@ def build_record(
     set_path: Path | None,
     parallel: DataParallel | None = None,
     capped_class_counts: list[int] | None = None,
+    dataset_settings: dict[str, Any] | None = None,
 ) -> ResultRecord:
     """The record of ``cell``: what ran, what it scored, what it cost, and where.
 
@@ -40,6 +41,8 @@ def build_record(
         set_path: the saved set, or ``None``.
         parallel: the torchrun group that evaluated it, if any.
         capped_class_counts: the per-class counts kept where the ipc was capped at the class sizes.
+        dataset_settings: the data settings the evaluation depends on (``split_seed``, ``flip``),
+            recorded in the protocol config.
     """
     # Soft-label protocols: the labels' bytes count in the set's size, the teacher's cost is charged.
     set_bytes = compressed.num_bytes() + int(evaluation.details.get("label_bytes", 0))
@@ -62,6 +65,7 @@ def build_record(
                 **cell.protocol.config_dict(),
                 "epochs_run": evaluation.epochs,
                 **cell.modality.record_fields(compressed, evaluation),
+                **(dataset_settings or {}),
             },
             "seed": cell.spec.seed,
             "results": {name: result_entry(result) for name, result in evaluation.per_model.items()},

@@ -10,6 +10,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,6 +18,7 @@ from bench.cell import Cell, CellSpec, resolve_cell
 from bench.record import build_record
 from data import load_dataset
 from data.cache import LockTimeout, file_lock
+from data.datasets import DEFAULT_SPLIT_SEED
 from data.devices import describe_device, resolve_device
 from data.files import check_writable, remove_temporaries_of
 from evaluation.parallel import DataParallel, single_or
@@ -125,7 +127,8 @@ def _execute(
     group = single_or(parallel)
     torch_device = resolve_device(device)
     logger.info("cell %s: %s on %s", cell.key, spec.describe(), describe_device(torch_device))
-    train, val, test = load_dataset(spec.dataset, seed=spec.seed, **spec.dataset_options)
+    # The split seed is a dataset option (dataset.split_seed), never the cell seed.
+    train, val, test = load_dataset(spec.dataset, **spec.dataset_options)
     capped = cell.budget.capped_counts(
         train.class_counts(), policy=spec.budget_policy, class_names=tuple(train.class_names), unit=cell.modality.units
     )
@@ -163,7 +166,16 @@ def _execute(
         set_path=saved_path,
         parallel=parallel,
         capped_class_counts=capped,
+        dataset_settings=_dataset_settings(spec, train),
     )
+
+
+def _dataset_settings(spec: CellSpec, train: Any) -> dict[str, Any]:
+    """The split seed and (images) the flip policy the cell ran with, for its record."""
+    settings: dict[str, Any] = {"split_seed": int(spec.dataset_options.get("split_seed", DEFAULT_SPLIT_SEED))}
+    if isinstance(getattr(train, "flip", None), bool):
+        settings["flip"] = train.flip
+    return settings
 
 
 def set_path(results_dir: Path, cell: Cell) -> Path:

@@ -72,7 +72,7 @@ def main() -> None:
         recipe,
         generator=make_generator(0, "cpu"),
         num_classes=train.num_classes,
-        dataset_name=train.name,
+        flip=train.flip,
         teacher=teacher,
         device=device,
         parallel=parallel,

@@ -66,7 +66,7 @@ def main() -> None:
     train, _, _ = load_dataset(args.dataset, seed=0)
     images, labels = train.images[: args.images], train.labels[: args.images]
     recipe = TrainRecipe(epochs=args.epochs, batch_size=args.batch_size)
-    strategy = strategy_for(args.dataset)
+    strategy = strategy_for(train.flip)
 
     def build() -> torch.nn.Module:
         with seeded_torch(0, device):

@@ -54,7 +54,7 @@ def run_case(
     images.requires_grad_(True)
     labels = torch.arange(train.num_classes, device=dev).repeat_interleave(ipc)
     lr = torch.tensor(0.01, device=dev, requires_grad=True)
-    strategy = strategy_for(dataset)
+    strategy = strategy_for(train.flip)
     generator = make_generator(0, "cpu")
     graph_bytes = 0
 

@@ -8,12 +8,12 @@ from data.seeding import make_generator
 from evaluation.augment import DSAParams, dsa_augment, strategy_for
 
 
-def resolve_strategy(dsa_strategy: str, dataset_name: str) -> str | None:
-    """The DSA strategy to use (``None`` for no augmentation)."""
+def resolve_strategy(dsa_strategy: str, flip: bool) -> str | None:
+    """The DSA strategy to use (``None`` for no augmentation); ``auto`` follows the dataset's flip policy."""
     if dsa_strategy == "none":
         return None
     if dsa_strategy == "auto":
-        return strategy_for(dataset_name)
+        return strategy_for(flip)
     return dsa_strategy
 
 

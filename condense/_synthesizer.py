@@ -102,7 +102,7 @@ class Synthesizer(IPCDistiller):
                 images=images.to(device).requires_grad_(True),
                 labels=class_labels(train.num_classes, ipc, device),
                 sampler=ClassBatchSampler(train, device, make_generator(derive_seed("distill", seed, "real"), "cpu")),
-                strategy=resolve_strategy(config.dsa_strategy, train.name),
+                strategy=resolve_strategy(config.dsa_strategy, train.flip),
             )
             logger.info(
                 "%s: distilling %s at ipc=%d (%d iterations, %s init, dsa=%s) on %s",

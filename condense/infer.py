@@ -145,7 +145,7 @@ class INFER(IPCDistiller):
             r_bn=c.r_bn,
             first_bn_multiplier=c.first_bn_multiplier,
             jitter=c.jitter,
-            flip=flips_for(c.flip, train.name),
+            flip=flips_for(c.flip, train),
         )
         generator = make_generator(derive_seed(self.name, seed, "base"), "cpu")
         # Base set j holds one distinct random real image of every class.

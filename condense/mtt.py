@@ -210,7 +210,7 @@ class TrajectorySynthesizer(Synthesizer):
             epochs=c.expert_train_epochs,
             lr_teacher=c.expert_lr,
             batch_size=c.expert_batch,
-            dsa_strategy=resolve_strategy(c.dsa_strategy, train.name),
+            dsa_strategy=resolve_strategy(c.dsa_strategy, train.flip),
             sharpness=self.expert_sharpness,
             **self.sharpness_options(),
             zca=c.zca,

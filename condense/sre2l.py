@@ -45,7 +45,6 @@ from data.methods import MethodConfig, register_method
 from data.provenance import ResourceMeter
 from data.seeding import derive_seed, make_generator
 from data.synthetic import Budget, SyntheticSet
-from evaluation.augment import strategy_for
 from evaluation.teachers import charge_teachers, load_or_train_teacher
 
 logger = logging.getLogger(__name__)
@@ -132,9 +131,9 @@ class CDAConfig(SRe2LConfig):
             raise ValueError("CDA's curriculum acts on the random-resized crop: crop must be true")
 
 
-def flips_for(flip: bool | None, dataset_name: str) -> bool:
-    """``flip`` or, when ``None``, whether the dataset's reference augmentation flips."""
-    return ("flip" in strategy_for(dataset_name)) if flip is None else bool(flip)
+def flips_for(flip: bool | None, train: ImageDataset) -> bool:
+    """``flip`` or, when ``None``, the dataset's flip policy."""
+    return train.flip if flip is None else bool(flip)
 
 
 @register_method("sre2l")
@@ -153,7 +152,7 @@ class SRe2L(IPCDistiller):
             r_bn=c.r_bn,
             first_bn_multiplier=c.first_bn_multiplier,
             jitter=c.jitter,
-            flip=flips_for(c.flip, train.name),
+            flip=flips_for(c.flip, train),
             crop=c.crop,
             min_scale=c.min_scale,
         )

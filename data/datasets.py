@@ -4,6 +4,12 @@ Every dataset is registered with its modality. An image loader returns :class:`R
 in ``[0, 1]``); this module normalizes them with the dataset's official mean/std and carves the
 seeded, class-balanced validation split from train. Graph datasets (``data.graphs``) register
 their own splitter (a seeded stratified train/val/test split).
+
+The split seed (``split_seed``, default :data:`DEFAULT_SPLIT_SEED`) is a dataset option of its
+own, not a run's seed: every seed of a benchmark cell distils from the same pool, so the dataset
+fingerprint, and every cache keyed on it (experts, proxies, teachers), is shared across seeds.
+Image datasets also carry their flip policy (``flip``): whether a horizontal flip keeps an
+image's class (not for digits), which every augmentation reads from the dataset.
 """
 
 from __future__ import annotations
@@ -23,6 +29,12 @@ from data._registry import Registry
 from data.image import ImageDataset, class_balanced_indices
 
 DATA_ENV_VAR = "CONDENSE_DATA"
+#: The validation (and graph test) split's seed unless ``split_seed`` says otherwise.
+DEFAULT_SPLIT_SEED = 0
+#: Split options of image datasets and their defaults; digit datasets register ``flip=False``.
+IMAGE_SPLIT_OPTIONS: tuple[tuple[str, Any], ...] = (("val_fraction", 0.1), ("flip", True))
+#: The split options of digit datasets, where a horizontal flip changes the class.
+DIGIT_SPLIT_OPTIONS: tuple[tuple[str, Any], ...] = (("val_fraction", 0.1), ("flip", False))
 
 
 @dataclass(frozen=True)
@@ -77,10 +89,12 @@ class DatasetEntry:
             loader_options = {n for n in parameters if parameters[n].kind is not inspect.Parameter.VAR_KEYWORD}
         else:
             loader_options = set(parameters)
-        return sorted({"root", "download", *loader_options, *(name for name, _ in self.split_options)})
+        split_options = (name for name, _ in self.split_options)
+        return sorted({"root", "download", "split_seed", *loader_options, *split_options})
 
     def load(self, name: str, *, root: Path | None, download: bool, seed: int, **options: Any) -> Any:
-        """Read the files and make the seeded splits."""
+        """Read the files and make the seeded splits (``split_seed``, when given, is the seed)."""
+        seed = options.pop("split_seed", seed)
         split = {key: options.pop(key, default) for key, default in self.split_options}
         raw = self.loader(root=root, download=download, **options)
         return self.splitter(raw, name=name, seed=seed, **split)
@@ -94,7 +108,7 @@ def register_dataset(
     *,
     modality: str = "image",
     splitter: Splitter | None = None,
-    split_options: tuple[tuple[str, Any], ...] = (("val_fraction", 0.1),),
+    split_options: tuple[tuple[str, Any], ...] = IMAGE_SPLIT_OPTIONS,
 ) -> Callable[[Loader], Loader]:
     """Decorator registering a loader ``fn(root: Path | None, download: bool, **options)``.
 
@@ -140,7 +154,7 @@ def load_dataset(
     *,
     root: str | os.PathLike[str] | None = None,
     download: bool = False,
-    seed: int = 0,
+    seed: int = DEFAULT_SPLIT_SEED,
     **options: Any,
 ) -> Any:
     """Load a registered dataset (images or graphs) as seeded train/val/test splits.
@@ -149,10 +163,12 @@ def load_dataset(
         name: registry name (see :func:`list_datasets`).
         root: folder holding the files; defaults to ``$CONDENSE_DATA`` or ``./datasets``.
         download: allow fetching the files (needs internet; off by default).
-        seed: seeds the validation (and, for graphs, test) split.
+        seed: seeds the validation (and, for graphs, test) split; the option ``split_seed`` is the
+            same (the benchmark passes ``dataset.split_seed``, never a cell's seed).
         **options: split options (``val_fraction``: share of each training class moved to the
-            validation split; graphs also ``test_fraction``) and loader options (``image_size``
-            for ``imagefolder``, ``tu_name`` for ``tu``).
+            validation split; ``flip``: whether horizontal flips keep the class, images only;
+            graphs also ``test_fraction``) and loader options (``image_size`` for
+            ``imagefolder``, ``tu_name`` for ``tu``).
 
     Returns:
         ``(train, val, test)``: :class:`DatasetSplits` of images (the test split is the dataset's
@@ -163,8 +179,15 @@ def load_dataset(
     return DATASETS.get(name).load(name, root=folder, download=download, seed=seed, **options)
 
 
-def normalize_and_split(raw: RawSplits, *, name: str, seed: int, val_fraction: float = 0.1) -> DatasetSplits:
-    """Normalize ``raw`` with its (or train-computed) mean/std and carve the validation split."""
+def normalize_and_split(
+    raw: RawSplits, *, name: str, seed: int, val_fraction: float = 0.1, flip: bool = True
+) -> DatasetSplits:
+    """Normalize ``raw`` with its (or train-computed) mean/std and carve the validation split.
+
+    ``flip`` is the splits' flip policy (:attr:`ImageDataset.flip`).
+    """
+    if not isinstance(flip, bool):
+        raise ValueError(f"{name}: flip must be true or false, got {flip!r}")
     train_images = raw.train_images.float()
     channels = train_images.shape[1]
     if raw.mean is None or raw.std is None:
@@ -191,6 +214,7 @@ def normalize_and_split(raw: RawSplits, *, name: str, seed: int, val_fraction: f
             name=name,
             class_names=tuple(raw.class_names),
             split=split,
+            flip=flip,
         )
 
     full_train = make(train_images, raw.train_labels, "train")
@@ -218,7 +242,7 @@ DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 20_211_797
 
 
-@register_dataset("digits")
+@register_dataset("digits", split_options=DIGIT_SPLIT_OPTIONS)
 def load_digits_splits(root: Path | None = None, download: bool = False) -> RawSplits:
     """scikit-learn's 8x8 digits (1,797 images); a fixed stratified 20% test split."""
     from sklearn.datasets import load_digits

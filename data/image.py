@@ -23,6 +23,8 @@ class ImageDataset:
         name: registry name of the dataset.
         class_names: human-readable class names, ``num_classes`` of them.
         split: ``"train"``, ``"val"`` or ``"test"``.
+        flip: whether a horizontal flip keeps an image's class (false for digits); augmentations
+            (DSA's ``flip``, crop-and-flip) read it. Part of the fingerprint when false.
     """
 
     images: Tensor
@@ -33,6 +35,7 @@ class ImageDataset:
     name: str
     class_names: tuple[str, ...]
     split: str = "train"
+    flip: bool = True
     _fingerprint: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +78,7 @@ class ImageDataset:
             name=self.name,
             class_names=self.class_names,
             split=split or self.split,
+            flip=self.flip,
         )
 
     def denormalize(self, images: Tensor) -> Tensor:
@@ -84,11 +88,17 @@ class ImageDataset:
         return (images * std + mean).clamp(0, 1)
 
     def fingerprint(self) -> str:
-        """SHA-256 of the image bytes and labels (hex, first 16 characters)."""
+        """SHA-256 of the image bytes, labels and a false flip policy (hex, first 16 characters).
+
+        A dataset that must not be flipped hashes apart from the same images that may be, so
+        caches trained under one augmentation policy are never reused under the other.
+        """
         if self._fingerprint is None:
             digest = hashlib.sha256()
             digest.update(self.images.detach().cpu().contiguous().numpy().tobytes())
             digest.update(self.labels.detach().cpu().contiguous().numpy().tobytes())
+            if not self.flip:
+                digest.update(b"flip=false")
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
 

@@ -18,8 +18,6 @@ from torch import Tensor
 
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 NO_FLIP_STRATEGY = "color_crop_cutout_scale_rotate"
-#: Datasets of digits, where a horizontal flip changes the class semantics.
-DIGIT_DATASETS = frozenset({"digits", "mnist", "svhn"})
 
 
 @dataclass(frozen=True)
@@ -36,9 +34,10 @@ class DSAParams:
     contrast: float = 0.5
 
 
-def strategy_for(dataset_name: str) -> str:
-    """The reference strategy: no flip on digit datasets."""
-    return NO_FLIP_STRATEGY if dataset_name in DIGIT_DATASETS else DEFAULT_STRATEGY
+def strategy_for(flip: bool) -> str:
+    """The reference strategy, without its flip for a dataset whose flips change the class
+    (``ImageDataset.flip``: false for digits, MNIST and SVHN by default)."""
+    return DEFAULT_STRATEGY if flip else NO_FLIP_STRATEGY
 
 
 def _uniform(n: int, generator: torch.Generator, like: Tensor) -> Tensor:

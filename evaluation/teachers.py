@@ -264,7 +264,7 @@ def load_or_train_teacher(
         )
         augment = None
         if config.augmentation == "dsa":
-            strategy = strategy_for(train.name)
+            strategy = strategy_for(train.flip)
 
             def augment(batch: Tensor, generator: torch.Generator) -> Tensor:
                 return dsa_augment(batch, strategy, generator, shared=False, params=DSAParams())

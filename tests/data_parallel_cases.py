@@ -42,7 +42,7 @@ def run_cases(parallel: DataParallel | None) -> dict[str, object]:
     out: dict[str, object] = {}
 
     model = _student("convnet_bn", 1, shape, parallel)
-    augment = dsa_augmenter(train.name)
+    augment = dsa_augmenter(train.flip)
     stats = train_classifier(
         model,
         images,
@@ -74,7 +74,7 @@ def run_cases(parallel: DataParallel | None) -> dict[str, object]:
                 config,
                 recipe,
                 generator=make_generator(5, "cpu"),
-                dataset_name=train.name,
+                flip=train.flip,
                 parallel=parallel,
             )
             out["replay_logits"] = torch.cat(replay.logits)
@@ -89,7 +89,7 @@ def run_cases(parallel: DataParallel | None) -> dict[str, object]:
             recipe,
             generator=make_generator(5, "cpu"),
             num_classes=10,
-            dataset_name=train.name,
+            flip=train.flip,
             teacher=teacher,
             stored_logits=stored,
             replay=replay,

@@ -44,8 +44,31 @@ def test_per_image_parameters_differ():
 
 
 def test_strategies():
-    assert strategy_for("digits") == NO_FLIP_STRATEGY and "flip" not in parse_strategy(strategy_for("mnist"))
-    assert strategy_for("cifar10") == DEFAULT_STRATEGY
+    assert strategy_for(False) == NO_FLIP_STRATEGY and "flip" not in parse_strategy(strategy_for(False))
+    assert strategy_for(True) == DEFAULT_STRATEGY
+
+
+def test_the_flip_policy_is_a_dataset_setting_not_a_name(tmp_path):
+    """Digits default to no flips; digits loaded through ``imagefolder`` with ``flip=false`` keep
+    that policy in every split (and hash apart from the flippable copy)."""
+    from PIL import Image
+
+    from data import load_dataset
+
+    digits_train, _, digits_test = load_dataset("digits")
+    assert digits_train.flip is False and digits_test.flip is False
+    for split in ("train", "test"):
+        for label in ("0", "1"):
+            folder = tmp_path / split / label
+            folder.mkdir(parents=True)
+            for index in range(4):
+                Image.new("L", (8, 8), color=40 * index + 100 * int(label)).save(folder / f"{index}.png")
+    flippable = load_dataset("imagefolder", root=tmp_path, image_size=8, val_fraction=0.25)
+    kept = load_dataset("imagefolder", root=tmp_path, image_size=8, val_fraction=0.25, flip=False)
+    assert flippable.train.flip is True and all(split.flip is False for split in kept)
+    assert flippable.train.fingerprint() != kept.train.fingerprint()
+    with pytest.raises(ValueError, match="flip must be true or false"):
+        load_dataset("imagefolder", root=tmp_path, image_size=8, flip="no")
     with pytest.raises(ValueError, match="valid ops"):
         parse_strategy("color_nosuch")
 

@@ -85,3 +85,52 @@ def test_same_seed_same_record(tmp_path):
     assert torch.equal(set_a.images, set_b.images) and torch.equal(set_a.labels, set_b.labels)
     assert torch.equal(set_a.extras["indices"], set_b.extras["indices"])
     json.dumps(a)  # records are plain JSON
+
+
+def test_two_seeds_share_the_split_and_every_cache(tmp_path):
+    """The split seed is a dataset option, not the cell seed: seed 1 distils from seed 0's pool, so
+    the fingerprint matches and the experts, the proxy and the teacher come from the caches."""
+    import dataclasses
+
+    from evaluation.protocols import get_protocol
+    from evaluation.teachers import TeacherConfig
+
+    fast = get_protocol("fast")
+    tiny = dataclasses.replace(fast, num_models=1, recipe=dataclasses.replace(fast.recipe, epochs=2))
+    soft = get_protocol("soft")
+    teacher = TeacherConfig(model="convnetw32", epochs=2, batch_size=64, cache_dir=str(tmp_path / "teachers"))
+    tiny_soft = dataclasses.replace(
+        soft,
+        models=("convnetw32",),
+        num_models=1,
+        recipe=dataclasses.replace(soft.recipe, epochs=2),
+        soft=dataclasses.replace(soft.soft, teachers=(teacher,)),
+    )
+    experts = {"num_experts": 1, "expert_train_epochs": 2, "max_start_epoch": 1, "expert_epochs": 1}
+    cells = {
+        "mtt": ("mtt", tiny, {"model": "convnetd2", "iterations": 2, "syn_steps": 2, **experts}),
+        "herding": ("herding", tiny, {"proxy_epochs": 2}),
+        "teacher": ("random", tiny_soft, {}),
+    }
+    records = {}
+    for seed in (0, 1):
+        for name, (method, protocol, options) in cells.items():
+            spec = CellSpec(
+                method=method, dataset="digits", protocol=protocol, seed=seed, ipc=1, method_options=options
+            )
+            records[name, seed] = run_cell(spec, results_dir=tmp_path, device="cpu", save_set=False).record
+    for name in cells:
+        first, second = records[name, 0], records[name, 1]
+        assert first.cell_key != second.cell_key
+        assert first.dataset_fingerprint == second.dataset_fingerprint
+        assert first.protocol_config["split_seed"] == second.protocol_config["split_seed"] == 0
+        assert first.protocol_config["flip"] is False  # digits' flip policy, recorded
+        assert second.costs.precompute_cache_hit is True, name
+        assert second.costs.precompute_seconds == pytest.approx(first.costs.precompute_seconds), name
+    # Another split seed is another pool (and another fingerprint).
+    moved = CellSpec(
+        method="random", dataset="digits", protocol=tiny, seed=0, ipc=1, dataset_options={"split_seed": 1}
+    )
+    other = run_cell(moved, results_dir=tmp_path, device="cpu", save_set=False).record
+    assert other.dataset_fingerprint != records["mtt", 0].dataset_fingerprint
+    assert other.protocol_config["split_seed"] == 1

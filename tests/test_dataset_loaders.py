@@ -478,7 +478,8 @@ def test_missing_files_raise_actionable_error(tmp_path: Path, no_system_dirs: No
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "svhn", "tiny_imagenet"])
 def test_unknown_option_rejected(tmp_path: Path, name: str) -> None:
-    with pytest.raises(ValueError, match=r"no option\(s\) dataset.image_size; valid options: download, root"):
+    valid = "download, flip, root, split_seed"
+    with pytest.raises(ValueError, match=rf"no option\(s\) dataset.image_size; valid options: {valid}"):
         data.load_dataset(name, root=tmp_path, image_size=32)
 
 

@@ -63,15 +63,13 @@ def test_replay_reproduces_online_exactly(digits, teacher, augmentation: str) ->
     recipe = StudentRecipe(epochs=3, optimizer="adamw", lr=1e-3, weight_decay=0.01, batch_size=16, schedule="cosine")
     online = SoftLabelConfig(label_source="online", augmentation=augmentation, temperature=2.0)
     replayed = dataclasses.replace(online, label_source="replay")
-    store = build_replay_store(
-        teacher.model, images, online, recipe, generator=make_generator(5), dataset_name="digits"
-    )
+    store = build_replay_store(teacher.model, images, online, recipe, generator=make_generator(5), flip=False)
     assert len(store.orders) == 3 and len(store.logits) == 9 and store.logits[0].dtype == torch.float16
     assert store.num_bytes() == 3 * 40 * 10 * 2 + 9 * 8 + 3 * 40 * 4
     # The same student trained online (teacher logits rounded to fp16 for the comparison).
     teacher_fp16 = _HalfLogits(teacher.model)
     a, b = _student(), _student()
-    common = {"num_classes": 10, "dataset_name": "digits"}
+    common = {"num_classes": 10, "flip": False}
     train_soft_student(a, images, labels, online, recipe, generator=make_generator(5), teacher=teacher_fp16, **common)
     train_soft_student(b, images, labels, replayed, recipe, generator=make_generator(99), replay=store, **common)
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
@@ -97,7 +95,7 @@ def test_stored_labels_stay_fixed_under_augmentation(digits, teacher) -> None:
     with torch.no_grad():
         logits = teacher.model(images)
     a, b = _student(), _student()
-    common = {"num_classes": 10, "dataset_name": "digits"}
+    common = {"num_classes": 10, "flip": False}
     train_soft_student(a, images, labels, config, recipe, generator=make_generator(1), stored_logits=logits, **common)
     probabilities = torch.softmax(logits, dim=1)
     stored = probabilities.clamp_min(1e-8).log()
@@ -130,10 +128,14 @@ def test_static_mixup_interpolates_the_stored_logits(digits, teacher, monkeypatc
 
     monkeypatch.setattr(soft, "augment_batch", recording_augment)
     monkeypatch.setattr(soft, "soft_label_loss", recording_loss)
-    config = SoftLabelConfig(label_source="stored", criterion="kl", augmentation="mixup", mix_alpha=0.8, temperature=30.0)
+    config = SoftLabelConfig(
+        label_source="stored", criterion="kl", augmentation="mixup", mix_alpha=0.8, temperature=30.0
+    )
     recipe = StudentRecipe(epochs=1, optimizer="sgd", lr=0.01, batch_size=10)
-    common = {"num_classes": 10, "dataset_name": "digits"}
-    train_soft_student(_student(), images, labels, config, recipe, generator=make_generator(3), stored_logits=stored, **common)
+    common = {"num_classes": 10, "flip": False}
+    train_soft_student(
+        _student(), images, labels, config, recipe, generator=make_generator(3), stored_logits=stored, **common
+    )
     assert len(seen) == 3
     flat = images.reshape(len(images), -1)
     for batch_images, mix, teacher_logits in seen:

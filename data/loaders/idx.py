@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.datasets import RawSplits, missing_files_error, register_dataset
+from data.datasets import DIGIT_SPLIT_OPTIONS, RawSplits, missing_files_error, register_dataset
 from data.loaders import _files as common
 from data.untrusted import BadFileError
 
@@ -145,7 +145,7 @@ def _load_idx_dataset(
     )
 
 
-@register_dataset("mnist")
+@register_dataset("mnist", split_options=DIGIT_SPLIT_OPTIONS)
 def load_mnist(root: Path | None = None, download: bool = False) -> RawSplits:
     """MNIST (60,000 train / 10,000 test, 1x28x28) from IDX files.
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from data.datasets import RawSplits, missing_files_error, register_dataset
+from data.datasets import DIGIT_SPLIT_OPTIONS, RawSplits, missing_files_error, register_dataset
 from data.loaders import _files as common
 from data.untrusted import BadFileError
 
@@ -38,7 +38,7 @@ def _read_svhn_mat(path: Path) -> tuple[np.ndarray, Tensor]:
     return images, common.to_labels(labels, 10, path)
 
 
-@register_dataset("svhn")
+@register_dataset("svhn", split_options=DIGIT_SPLIT_OPTIONS)
 def load_svhn(root: Path | None = None, download: bool = False) -> RawSplits:
     """SVHN cropped digits (73,257 train / 26,032 test, 3x32x32); ``extra`` is not used."""
     required = ["train_32x32.mat", "test_32x32.mat"]

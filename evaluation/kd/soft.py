@@ -188,13 +188,13 @@ class MixParams:
 
 
 def augment_batch(
-    images: Tensor, config: SoftLabelConfig, generator: torch.Generator, dataset_name: str
+    images: Tensor, config: SoftLabelConfig, generator: torch.Generator, flip: bool
 ) -> tuple[Tensor, MixParams | None]:
     """DSA, mixup or CutMix of ``images``, all randomness drawn from ``generator``."""
     if config.augmentation == "none":
         return images, None
     if config.augmentation == "dsa":
-        return dsa_augment(images, strategy_for(dataset_name), generator, shared=False, params=DSAParams()), None
+        return dsa_augment(images, strategy_for(flip), generator, shared=False, params=DSAParams()), None
     rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
     lam = float(rng.beta(config.mix_alpha, config.mix_alpha))
     partner = torch.randperm(len(images), generator=generator).to(images.device)
@@ -242,7 +242,7 @@ def build_replay_store(
     recipe: StudentRecipe,
     *,
     generator: torch.Generator,
-    dataset_name: str,
+    flip: bool,
     device: torch.device | str = "cpu",
     parallel: DataParallel | None = None,
 ) -> ReplayStore:
@@ -265,7 +265,7 @@ def build_replay_store(
                 images[order[first : first + recipe.batch_size].to(device)],
                 config,
                 make_generator(batch_seed),
-                dataset_name,
+                flip,
             )
             store.seeds.append(batch_seed)
             logits = parallel.gather_parts(teacher(parallel.local(inputs)), len(inputs))
@@ -286,7 +286,7 @@ def train_soft_student(
     *,
     generator: torch.Generator,
     num_classes: int,
-    dataset_name: str,
+    flip: bool,
     teacher: nn.Module | None = None,
     stored_logits: Tensor | None = None,
     replay: ReplayStore | None = None,
@@ -328,7 +328,7 @@ def train_soft_student(
             batch_seed = replay.seeds[counter["step"]]
         else:
             batch_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        inputs, mix = augment_batch(images[batch], config, make_generator(batch_seed), dataset_name)
+        inputs, mix = augment_batch(images[batch], config, make_generator(batch_seed), flip)
         inputs, targets = parallel.local(inputs), parallel.local(_mix(one_hot[batch], mix))
         teacher_logits: Tensor | None = None
         if source == "online":
@@ -373,7 +373,7 @@ def evaluate_soft(
     labels: Tensor,
     *,
     num_classes: int,
-    dataset_name: str,
+    flip: bool,
     test: ImageDataset,
     config: SoftLabelConfig,
     recipe: StudentRecipe,
@@ -393,7 +393,7 @@ def evaluate_soft(
         images: the set's images.
         labels: integer labels or a soft-label matrix (probabilities).
         num_classes: classes.
-        dataset_name: the dataset (DSA strategy).
+        flip: whether DSA may flip (the dataset's :attr:`~data.ImageDataset.flip`).
         test: the test split, touched only for the final accuracies.
         config: the soft-label config.
         recipe: the students' optimizer and schedule.
@@ -445,7 +445,7 @@ def evaluate_soft(
             config,
             recipe,
             generator=make_generator(derive_seed("replay", seed), "cpu"),
-            dataset_name=dataset_name,
+            flip=flip,
             device=device,
             parallel=parallel,
         )
@@ -476,7 +476,7 @@ def evaluate_soft(
                 recipe,
                 generator=generator,
                 num_classes=num_classes,
-                dataset_name=dataset_name,
+                flip=flip,
                 teacher=teacher,
                 stored_logits=stored_logits,
                 replay=replay,

@@ -225,9 +225,9 @@ def distill_student(
         )
 
 
-def dsa_augmenter(dataset_name: str) -> Augment:
-    """Per-image DSA with the dataset's strategy (no flip on digit datasets)."""
-    strategy, params = strategy_for(dataset_name), DSAParams()
+def dsa_augmenter(flip: bool) -> Augment:
+    """Per-image DSA with the reference strategy, flips only where ``flip`` (the dataset's policy)."""
+    strategy, params = strategy_for(flip), DSAParams()
 
     def augment(batch: Tensor, generator: torch.Generator) -> Tensor:
         return dsa_augment(batch, strategy, generator, shared=False, params=params)
@@ -263,7 +263,7 @@ def distill(
         loss,
         recipe,
         generator=make_generator(derive_seed("distill", seed, method), "cpu"),
-        augment=dsa_augmenter(train.name) if augmentation == "dsa" else None,
+        augment=dsa_augmenter(train.flip) if augmentation == "dsa" else None,
         device=device,
         progress=progress,
     )

@@ -104,7 +104,7 @@ class ImageProtocol(EvaluationProtocol):
         recipe = dataclasses.replace(self.recipe, epochs=epochs, lr=lr)
         augment = None
         if self.augmentation == "dsa":
-            strategy, params = strategy_for(test.name), DSAParams()
+            strategy, params = strategy_for(test.flip), DSAParams()
 
             def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
                 return dsa_augment(batch, strategy, generator, shared=False, params=params)
@@ -198,7 +198,7 @@ def _evaluate_soft_protocol(
         synthetic.images,
         synthetic.labels,
         num_classes=synthetic.num_classes,
-        dataset_name=test.name,
+        flip=test.flip,
         test=test,
         config=soft,
         recipe=recipe,
