@@ -5,6 +5,7 @@ This package owns the record schema (:mod:`leaderboard.records`) and its files o
 """
 
 from leaderboard.cli import NoRecordsError, write_outputs
+from leaderboard.published import published_results, reproduction_table
 from leaderboard.records import (
     SCHEMA_NAME,
     SCHEMA_VERSION,
@@ -44,9 +45,11 @@ __all__ = [
     "build_table",
     "find_record",
     "load_records",
+    "published_results",
     "read_record",
     "record_path",
     "render_report",
+    "reproduction_table",
     "summarize_accuracies",
     "to_csv",
     "to_json",

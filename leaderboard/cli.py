@@ -12,6 +12,7 @@ from pathlib import Path
 from data.files import StrPath, remove_temporaries_of, write_text_atomic
 from leaderboard.ddranking import ddranking_scores
 from leaderboard.report import render_report
+from leaderboard.reproduction import reproduction_markdown
 from leaderboard.store import LoadedRecords, load_records
 from leaderboard.table import build_table, to_csv, to_json, to_markdown
 
@@ -68,7 +69,10 @@ def _write_loaded(
     table = build_table(loaded.records)
     paths = {
         "csv": to_csv(table, out_folder / CSV_NAME),
-        "markdown": write_text_atomic(out_folder / MARKDOWN_NAME, to_markdown(table)),
+        # The Markdown leaderboard ends with the reproduction view (published against measured).
+        "markdown": write_text_atomic(
+            out_folder / MARKDOWN_NAME, to_markdown(table) + "\n" + reproduction_markdown(loaded.records)
+        ),
         "json": to_json(table, out_folder / JSON_NAME),
         "html": write_text_atomic(html_target, render_report(loaded.records, loaded.problems, results_dir=results_dir)),
     }

@@ -1,7 +1,8 @@
 """The sections of the HTML report, each a function of a :class:`~leaderboard.report.ReportContext`.
 
 :data:`DEFAULT_SECTION_BUILDERS` lists them in page order: overview, plots, leaderboard tables,
-cross-architecture heatmaps, synthetic-set image grids, skipped files. Each returns zero or more
+cross-architecture heatmaps, synthetic-set image grids, the reproduction view
+(:mod:`leaderboard.reproduction`), skipped files. Each returns zero or more
 :class:`~leaderboard.report.ReportSection` whose body is rendered from ``leaderboard/templates/``.
 """
 
@@ -19,6 +20,7 @@ from markupsafe import Markup
 from leaderboard import grids, plots
 from leaderboard._context import ReportContext, ReportSection, SectionBuilder
 from leaderboard._templates import render_template
+from leaderboard.reproduction import reproduction_section
 from leaderboard.table import (
     DISPLAY_COLUMNS,
     NOT_RUN,
@@ -483,5 +485,6 @@ DEFAULT_SECTION_BUILDERS: tuple[SectionBuilder, ...] = (
     leaderboard_sections,
     cross_architecture_sections,
     synthetic_set_sections,
+    reproduction_section,
     problems_section,
 )
