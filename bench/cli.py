@@ -33,6 +33,8 @@ from omegaconf import DictConfig, OmegaConf
 from bench.cell import Cell, CellSpec, resolve_cell
 from bench.runner import CellOutcome, run_cell
 from bench.schemas import BENCH_KEYS, register_schemas
+from condense.presets import method_options as read_method_option
+from condense.presets import official_preset
 from data.configs import config_dir
 from data.devices import auto_device, resolve_device
 from data.files import check_writable
@@ -44,6 +46,10 @@ logger = logging.getLogger(__name__)
 
 #: The main job (``condense-bench`` with no arguments): these sweeps in order, into one results folder.
 MAIN_JOB_SWEEPS = ("default", "digits_distillation", "digits_decoupled", "graph")
+#: ``presets``: ``official`` runs a published setting with its authors' values; ``required`` also
+#: skips (writing nothing) a cell that has none, so one cross product runs just the published grid
+#: (``sweep=reproduce``); ``none`` never uses them.
+PRESET_POLICIES = ("official", "required", "none")
 #: Top-level config groups (their choices compose the config; they leave no key of their own).
 GROUPS = ("method", "dataset", "protocol", "sweep", "experiment")
 
@@ -55,7 +61,9 @@ class ConfigError(InputError):
 # -- from the composed config to a cell ----------------------------------------------------------
 
 
-def spec_from_config(cfg: DictConfig, *, overrides: Sequence[str] = (), protocol_base: Any = None) -> CellSpec:
+def spec_from_config(
+    cfg: DictConfig, *, overrides: Sequence[str] = (), protocol_base: Any = None, method_choice: str | None = None
+) -> CellSpec:
     """The :class:`CellSpec` of a composed config, refusing what the cell would not read.
 
     Args:
@@ -66,6 +74,9 @@ def spec_from_config(cfg: DictConfig, *, overrides: Sequence[str] = (), protocol
             changes); ``None`` takes the registered protocol of the ``protocol`` choice (from
             ``cfg.hydra`` when composed with it, else of the composed protocol's name). A composed
             protocol that differs from it is a protocol of its own.
+        method_choice: the ``method`` option chosen (``mtt``, ``mtt/cifar10_ipc10``); ``None``
+            reads it from ``cfg.hydra`` when composed with it. A plain method name may take the
+            official preset of the cell's setting (:func:`with_official_preset`).
 
     Raises:
         ConfigError: an option nothing reads, two budgets, or a method or protocol name changed
@@ -96,17 +107,75 @@ def spec_from_config(cfg: DictConfig, *, overrides: Sequence[str] = (), protocol
     dataset_name = dataset_options.pop("name")
     if dataset_options.get("root") is not None:
         dataset_options["root"] = to_absolute_path(str(dataset_options["root"]))
+    ipc = None if fraction is not None or cfg.get("ipc") is None else int(cfg.ipc)
+    if method_choice is None and "hydra" in cfg:
+        method_choice = OmegaConf.select(cfg, "hydra.runtime.choices.method")
+    method_options = with_official_preset(
+        cfg, method_name, method_options, dataset_name, ipc, given, choice=method_choice
+    )
     return CellSpec(
         method=method_name,
         dataset=dataset_name,
         protocol=protocol_of(cfg.protocol, protocol_base if protocol_base is not None else _chosen_protocol(cfg)),
         seed=int(cfg.seed),
-        ipc=None if fraction is not None or cfg.get("ipc") is None else int(cfg.ipc),
+        ipc=ipc,
         fraction=None if fraction is None else float(fraction),
         method_options=method_options,
         dataset_options={k: v for k, v in dataset_options.items() if v is not None or k != "root"},
         budget_policy=str(cfg.get("budget_policy", "error")),
     )
+
+
+def with_official_preset(
+    cfg: DictConfig,
+    method: str,
+    composed: dict[str, Any],
+    dataset: str,
+    ipc: int | None,
+    given: set[str],
+    *,
+    choice: str | None = None,
+) -> dict[str, Any]:
+    """``composed`` method options on the official preset of (method, dataset, ipc), if one exists.
+
+    Under ``presets=official`` (the default) a plain ``method=<name>`` on a published setting runs
+    the authors' values for it (``configs/method/<name>/<dataset>_ipc<N>.yaml``), so one sweep
+    over methods, datasets and IPCs uses the right values in every cell. What the user changed
+    stays changed: every option whose composed value differs from the method's own defaults (set by
+    the command line, a sweep or an experiment) and every ``method.*`` override of the command line
+    is kept over the preset. An explicitly chosen option (``method=mtt/cifar10_ipc10``,
+    ``method=digits/dm``) and ``presets=none`` are left as composed.
+    """
+    policy = str(cfg.get("presets", "official"))
+    if policy not in PRESET_POLICIES:
+        raise ConfigError(f"unknown presets={policy!r}; valid: {', '.join(PRESET_POLICIES)}")
+    if policy == "none" or ipc is None or (choice is not None and str(choice) != method):
+        return composed
+    preset = official_preset(method, dataset, ipc)
+    if preset is None:
+        return composed
+    _, defaults = read_method_option(method)
+    _, official = read_method_option(preset)
+    user_set = {key.split(".")[1] for key in given if key.startswith("method.") and key.count(".") >= 1}
+    kept = {key: value for key, value in composed.items() if key in user_set or defaults.get(key) != value}
+    logger.info("method=%s on %s ipc=%d: official preset method=%s", method, dataset, ipc, preset)
+    return {**official, **kept}
+
+
+def unpublished_setting(cfg: DictConfig, method_choice: str | None) -> str | None:
+    """Under ``presets=required``: why the composed cell has no official setting (else ``None``).
+
+    A cell has one when its method was chosen as a preset option (``method=mtt/cifar10_ipc10``)
+    or when a preset exists for its plain method on its dataset and IPC.
+    """
+    if str(cfg.get("presets", "official")) != "required":
+        return None
+    method, dataset, ipc = str(cfg.method.name), str(cfg.dataset.name), cfg.get("ipc")
+    if method_choice is not None and str(method_choice) != method:
+        return None
+    if cfg.get("fraction") is None and ipc is not None and official_preset(method, dataset, int(ipc)) is not None:
+        return None
+    return f"no official setting of method={method} on {dataset} ipc={ipc} (presets=required)"
 
 
 def protocol_of(composed: DictConfig | Mapping[str, Any], base: DictConfig | Mapping[str, Any] | None = None) -> Any:
@@ -248,6 +317,11 @@ def _app(cfg: DictConfig) -> str:
     import_plugins(cfg.get("plugins") or [])
     hydra_config = HydraConfig.get() if HydraConfig.initialized() else None
     job_num = int(hydra_config.job.get("num") or 0) if hydra_config is not None else 0
+    method_choice = hydra_config.runtime.choices.get("method") if hydra_config is not None else None
+    skipped = unpublished_setting(cfg, method_choice)
+    if skipped is not None:
+        print(f"condense-bench: {skipped}: skipped", flush=True)
+        return ""
     try:
         device = job_device(str(cfg.device), job_num=job_num)
         resolve_device(device)  # refuse a device the machine lacks before any work
@@ -281,15 +355,17 @@ def _cells_of(cfg: DictConfig, hydra_config: Any) -> tuple[Cell, list[Cell]]:
     """The cell of ``cfg`` and its reference cells, all resolved (so checked) before any work."""
     overrides: list[str] = []
     base = None
+    method_choice = None
     if hydra_config is not None:
         overrides = list(hydra_config.overrides.task)
+        method_choice = hydra_config.runtime.choices.get("method")
         choice = hydra_config.runtime.choices.get("protocol")
         if choice is not None:
             from hydra import compose
 
             # The named protocol as its file defines it, to tell a changed one from it.
             base = compose(config_name="bench", overrides=[f"protocol={choice}"]).protocol
-    cell = resolve_cell(spec_from_config(cfg, overrides=overrides, protocol_base=base))
+    cell = resolve_cell(spec_from_config(cfg, overrides=overrides, protocol_base=base, method_choice=method_choice))
     return cell, reference_cells(cell, cfg.get("references") or [])
 
 

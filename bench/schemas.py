@@ -38,6 +38,7 @@ class BenchConfig:
     ipc: Optional[int] = 10  # noqa: UP045 - OmegaConf needs typing.Optional
     fraction: Optional[float] = None  # noqa: UP045
     budget_policy: str = "error"
+    presets: str = "official"
     seed: int = 0
     references: list[str] = field(default_factory=lambda: ["random"])
     device: str = "auto"

@@ -237,3 +237,40 @@ def test_experiments_compose_into_complete_cells(compose_bench):
         cfg = compose_bench([f"experiment={name}", "seed=0"])
         cell = resolve_cell(spec_from_config(cfg, overrides=[f"experiment={name}"]))
         assert cell.modality.name == cell.method.modality == cell.protocol.modality
+
+
+def test_a_published_setting_runs_its_official_preset(compose_bench):
+    """``method=mtt dataset=cifar100 ipc=1`` runs the authors' CIFAR-100 IPC 1 values; what the
+    command line sets stays set; an explicit option and ``presets=none`` are left alone."""
+    from bench.cli import spec_from_config
+
+    def method_options(*overrides: str) -> dict:
+        cfg = compose_bench(list(overrides), hydra_config=True)
+        return spec_from_config(cfg, overrides=list(overrides)).method_options
+
+    setting = ("dataset=cifar100", "ipc=1")
+    official = method_options("method=mtt", *setting)
+    assert (official["syn_steps"], official["expert_epochs"], official["max_start_epoch"]) == (20, 3, 20)
+    assert official["zca"] is True and official["lr_img"] == 1000 and official["lr_lr"] == 1e-5
+    # A value set on the command line wins, even one equal to the method's own default.
+    changed = method_options("method=mtt", *setting, "method.zca=false", "method.iterations=7")
+    assert changed["zca"] is False and changed["iterations"] == 7 and changed["syn_steps"] == 20
+    assert method_options("method=mtt", *setting, "presets=none")["max_start_epoch"] == 25
+    chosen = method_options("method=mtt/cifar10_ipc10", *setting)
+    assert chosen["syn_steps"] == 30 and chosen["lr_lr"] == 1e-5  # the CIFAR-10 IPC 10 values, as asked
+    # Settings nobody published (MTT on digits) keep the method's defaults.
+    assert method_options("method=mtt", "ipc=1") == method_options("method=mtt", "ipc=1", "presets=none")
+
+
+def test_presets_required_skips_what_nobody_published(compose_bench):
+    from bench.cli import unpublished_setting
+
+    def reason(*overrides: str) -> str | None:
+        cfg = compose_bench(["presets=required", *overrides])
+        return unpublished_setting(cfg, method_choice=overrides[0].split("=", 1)[1])
+
+    assert reason("method=mtt", "dataset=cifar10", "ipc=10") is None
+    assert reason("method=mtt/cifar10_ipc10", "dataset=cifar10", "ipc=10") is None
+    assert "no official setting of method=mtt on mnist ipc=1" in reason("method=mtt", "dataset=mnist", "ipc=1")
+    assert reason("method=dc", "dataset=mnist", "ipc=1") is None
+    assert unpublished_setting(compose_bench(["method=mtt", "dataset=mnist"]), method_choice="mtt") is None
