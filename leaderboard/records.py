@@ -83,7 +83,9 @@ def summarize_accuracies(values: Iterable[float]) -> dict[str, Any]:
     Returns:
         ``{"mean": float, "std": float, "ci95": [low, high]}``: ``std`` is the sample standard
         deviation (ddof=1, ``0.0`` for a single value) and ``ci95`` the Student-t 95% interval of
-        the mean (``[mean, mean]`` for a single value or zero spread).
+        the mean (``[mean, mean]`` for a single value or zero spread), clipped to ``[0, 1]``: an
+        accuracy cannot leave it, and a few runs near 100% would otherwise report an upper end
+        above it.
 
     Raises:
         ValueError: when ``values`` is empty or holds a non-finite number.
@@ -99,7 +101,16 @@ def summarize_accuracies(values: Iterable[float]) -> dict[str, Any]:
         return {"mean": mean, "std": 0.0, "ci95": [mean, mean]}
     std = math.sqrt(math.fsum((value - mean) ** 2 for value in accuracies) / (count - 1))
     half_width = float(stats.t.ppf(0.975, df=count - 1)) * std / math.sqrt(count)
-    return {"mean": mean, "std": std, "ci95": [mean - half_width, mean + half_width]}
+    return {"mean": mean, "std": std, "ci95": [max(0.0, mean - half_width), min(1.0, mean + half_width)]}
+
+
+def _unclipped_interval(accuracies: Sequence[float], summary: Mapping[str, Any]) -> tuple[float, float]:
+    """The t-interval before clipping: records written before intervals were clipped hold it."""
+    count = len(accuracies)
+    if count < 2:
+        return summary["mean"], summary["mean"]
+    half_width = float(stats.t.ppf(0.975, df=count - 1)) * summary["std"] / math.sqrt(count)
+    return summary["mean"] - half_width, summary["mean"] + half_width
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,6 +244,9 @@ class ModelResult:
             raise RecordError(f"{name}.ci95 must be a [low, high] pair, got {self.ci95!r}")
         ci95 = (_check_float(f"{name}.ci95[0]", self.ci95[0]), _check_float(f"{name}.ci95[1]", self.ci95[1]))
         expected = summarize_accuracies(accuracies)  # type: ignore[arg-type]
+        legacy = _unclipped_interval(accuracies, expected)  # type: ignore[arg-type]
+        if all(abs(s - c) <= CONSISTENCY_TOLERANCE for s, c in zip(ci95, legacy, strict=True)):
+            ci95 = tuple(expected["ci95"])  # an older record's interval, read back clipped
         for label, stored, computed in (
             ("mean", mean, expected["mean"]),
             ("std", std, expected["std"]),

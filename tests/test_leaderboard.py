@@ -159,6 +159,24 @@ def test_summarize_accuracies_matches_textbook_formulas() -> None:
     assert summary["ci95"] == pytest.approx([mean - half, mean + half], abs=1e-15)
 
 
+def test_intervals_stay_inside_zero_and_one() -> None:
+    """Three runs near 100% (the `full` row's case) give a t-interval reaching above 1: clipped."""
+    values = [1.0, 0.99, 0.93]
+    mean, std = sum(values) / 3, float(np.std(values, ddof=1))
+    half = stats.t.ppf(0.975, 2) * std / math.sqrt(3)
+    assert mean + half > 1.0  # the unclipped interval leaves [0, 1]
+    assert summarize_accuracies(values)["ci95"] == pytest.approx([mean - half, 1.0], abs=1e-15)
+    assert summarize_accuracies([0.0, 0.01, 0.07])["ci95"][0] == 0.0
+    # A record written with the unclipped interval still reads, and reads back clipped.
+    record = make_record("dc", {"convnet3": values}, family="distillation").to_dict()
+    record["results"]["convnet3"]["ci95"] = [mean - half, mean + half]
+    restored = ResultRecord.from_dict(record)
+    assert restored.results["convnet3"].ci95 == pytest.approx((mean - half, 1.0), abs=1e-15)
+    record["results"]["convnet3"]["ci95"] = [mean - half, mean + half + 0.01]
+    with pytest.raises(RecordError, match="ci95"):
+        ResultRecord.from_dict(record)
+
+
 def test_summarize_single_value_and_empty() -> None:
     assert summarize_accuracies([0.8]) == {"mean": 0.8, "std": 0.0, "ci95": [0.8, 0.8]}
     with pytest.raises(ValueError, match="at least one"):
