@@ -76,8 +76,12 @@ def train_classifier(
     progress: bool = False,
     description: str = "train",
     parallel: DataParallel | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
 ) -> TrainStats:
     """Train ``model`` in place on ``images``/``targets`` following ``recipe``.
+
+    ``on_epoch_end(epoch)`` (0-based) runs after every epoch, e.g. to test the model there; it
+    must leave the model in train mode.
 
     Every epoch visits a fresh permutation of all images drawn from ``generator``, or the
     indices ``sampler(epoch, generator)`` returns (a per-epoch subset, as RS2 trains);
@@ -125,6 +129,8 @@ def train_classifier(
         loss_value = parallel.sum(float(loss.detach()))
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"{description}: training loss became {loss_value} at epoch {epoch}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
     return TrainStats(final_loss=loss_value, seconds=time.perf_counter() - start, steps=steps, images_seen=images_seen)
 
 

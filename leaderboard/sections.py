@@ -292,6 +292,7 @@ def leaderboard_sections(context: ReportContext) -> list[ReportSection]:
             protocol=protocol,
             model=model,
             gaps=gaps,
+            selected_on_test=bool(group["selected_on_test"].any()),
             matrix=matrix,
             table=_render_table(columns, rows, "leaderboard sortable detail", _HEADER_HELP),
         )

@@ -47,6 +47,7 @@ TABLE_COLUMNS = (
     "p_value",
     "significant",
     "rank",
+    "selected_on_test",
     *COST_COLUMNS,
     "roc_auc_mean",
     "roc_auc_std",
@@ -78,6 +79,12 @@ class BudgetKey:
         return budget_label(self.ipc, self.fraction)
 
 
+def selects_on_test(record: ResultRecord) -> bool:
+    """Whether ``record``'s protocol reported the best test checkpoint (``report: best_test``):
+    such rows replay a paper's number and are never ranked."""
+    return record.protocol_config.get("report") == "best_test"
+
+
 @dataclass
 class _RowPool:
     """Everything pooled into one table row: the records and their accuracies for one model."""
@@ -101,6 +108,10 @@ class _RowPool:
             return math.nan, math.nan
         summary = summarize_accuracies(self.roc_aucs)
         return summary["mean"], summary["std"]
+
+    def selects_on_test(self) -> bool:
+        """Whether any pooled record reports a checkpoint chosen on test (a paper protocol)."""
+        return any(selects_on_test(record) for record in self.records)
 
     def joined(self, attribute: str) -> str:
         """The distinct values of a record attribute, comma-joined (normally exactly one)."""
@@ -134,7 +145,7 @@ def _empty_table() -> pd.DataFrame:
 def _dtype(column: str) -> str:
     if column in ("ipc", "n", "seeds", "rank"):
         return "Int64"
-    if column in ("is_reference", "significant"):
+    if column in ("is_reference", "significant", "selected_on_test"):
         return "bool"
     if column in GROUP_COLUMNS or column in ("method", "family", "label_type"):
         return "str"
@@ -204,6 +215,7 @@ def _group_rows(
     random_pool = next((pool for method, pool, is_ref in entries if method in RANDOM_METHODS and not is_ref), None)
     random_mean = math.fsum(random_pool.accuracies) / len(random_pool.accuracies) if random_pool else math.nan
     competitor_means = [math.fsum(pool.accuracies) / len(pool.accuracies) for _, pool, is_ref in entries if not is_ref]
+    ranked = not any(pool.selects_on_test() for _, pool, _ in entries)  # best-on-test rows are never ranked
     rows = []
     for method, pool, is_reference in entries:
         summary = summarize_accuracies(pool.accuracies)
@@ -233,7 +245,8 @@ def _group_rows(
             "gain_vs_random": mean - random_mean,
             "p_value": p_value,
             "significant": bool(p_value < SIGNIFICANCE_LEVEL),
-            "rank": None if is_reference else 1 + sum(other > mean for other in competitor_means),
+            "rank": None if is_reference or not ranked else 1 + sum(other > mean for other in competitor_means),
+            "selected_on_test": pool.selects_on_test(),
             "_budget": budget,
         }
         row.update({name: pool.mean_cost(name) for name in COST_COLUMNS})

@@ -33,6 +33,9 @@ from evaluation.train import EpochSampler, TrainRecipe, accuracy, train_classifi
 
 logger = logging.getLogger(__name__)
 
+#: How an image protocol reports a model: its last epoch, or its best test checkpoint.
+REPORTS = ("final", "best_test")
+
 
 @dataclass(frozen=True, kw_only=True)
 class ImageProtocol(EvaluationProtocol):
@@ -46,6 +49,11 @@ class ImageProtocol(EvaluationProtocol):
         use_learned_lr: train with a set's learned learning rate when it has one.
         soft: soft-label training (label source, criterion, teacher, optimizer); ``None`` for the
             hard-label protocols. With it, ``augmentation`` is ``soft.augmentation``.
+        report: ``final``: the test accuracy after the last epoch (the fair protocols);
+            ``best_test``: the best test accuracy over the checkpoints every ``test_every`` epochs
+            and the last, a selection on the test set that some papers report. Such a protocol
+            replays a paper's number for comparison and is never used for ranking.
+        test_every: epochs between the test checkpoints of ``best_test``.
     """
 
     modality: ClassVar[str] = "image"
@@ -55,12 +63,31 @@ class ImageProtocol(EvaluationProtocol):
     augmentation: Literal["dsa", "none"] = "dsa"
     use_learned_lr: bool = True
     soft: SoftLabelConfig | None = None
+    report: Literal["final", "best_test"] = "final"
+    test_every: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.report not in REPORTS:
+            raise ValueError(f"protocol {self.name!r}: unknown report {self.report!r}; valid: {', '.join(REPORTS)}")
+        if self.report == "best_test" and (self.test_every < 1 or self.soft is not None):
+            raise ValueError(
+                f"protocol {self.name!r}: report best_test needs test_every >= 1 and hard labels (no soft)"
+            )
+
+    @property
+    def selects_on_test(self) -> bool:
+        """Whether the reported accuracy was chosen on the test set (never ranked)."""
+        return self.report == "best_test"
 
     def config_dict(self) -> dict[str, Any]:
         """JSON-able resolved recipe (stored in every record); hard-label protocols have no ``soft``."""
         data = super().config_dict()
         if self.soft is None:
             data.pop("soft")
+        if self.report == "final":  # the fair protocols' records keep their layout
+            data.pop("report")
+            data.pop("test_every")
         return data
 
     def run(self, synthetic: SyntheticSet, request: EvaluationRequest) -> EvaluationResult:
@@ -125,6 +152,7 @@ class ImageProtocol(EvaluationProtocol):
                     )
                 model = single_or(parallel).prepare(model, device)
                 generator = make_generator(model_seed, "cpu")
+                checkpoints = _test_checkpoints(self, model, test, device, parallel)
                 train_classifier(
                     model,
                     synthetic.images,
@@ -137,8 +165,10 @@ class ImageProtocol(EvaluationProtocol):
                     progress=progress,
                     description=f"{self.name}:{model_name}#{index}",
                     parallel=parallel,
+                    on_epoch_end=checkpoints.record if checkpoints is not None else None,
                 )
-                accuracies.append(accuracy(model, test.images, test.labels, device=device, parallel=parallel))
+                final = accuracy(model, test.images, test.labels, device=device, parallel=parallel)
+                accuracies.append(final if checkpoints is None else max(final, checkpoints.best))
                 logger.info("%s %s #%d: test accuracy %.4f", self.name, model_name, index, accuracies[-1])
             per_model[model_name] = ImageModelResult(
                 model=model_name,
@@ -150,6 +180,28 @@ class ImageProtocol(EvaluationProtocol):
         return EvaluationResult(
             protocol=self.name, per_model=per_model, seconds=time.perf_counter() - start, epochs=epochs
         )
+
+
+class _TestCheckpoints:
+    """The best test accuracy of a model at every ``test_every``-th epoch (``report=best_test``)."""
+
+    def __init__(self, model: torch.nn.Module, test: ImageDataset, every: int, device: Any, parallel: Any) -> None:
+        self.model, self.test, self.every, self.device, self.parallel = model, test, every, device, parallel
+        self.best = 0.0
+
+    def record(self, epoch: int) -> None:
+        if (epoch + 1) % self.every == 0:
+            score = accuracy(self.model, self.test.images, self.test.labels, device=self.device, parallel=self.parallel)
+            self.best = max(self.best, score)
+            self.model.train()
+
+
+def _test_checkpoints(
+    protocol: ImageProtocol, model: torch.nn.Module, test: ImageDataset, device: Any, parallel: Any
+) -> _TestCheckpoints | None:
+    if not protocol.selects_on_test:
+        return None
+    return _TestCheckpoints(model, test, protocol.test_every, device, parallel)
 
 
 @dataclass(frozen=True)
