@@ -57,6 +57,7 @@ class DATMConfig(TrajectoryConfig):
         rho: GSAM radius of the experts (0.01).
         alpha: GSAM alpha of the experts (0.3, README).
         adaptive: GSAM adaptive perturbation (True).
+        zca: ZCA whitening (True: every official DATM config, Tiny-ImageNet's too).
     """
 
     iterations: int = 10000
@@ -79,6 +80,7 @@ class DATMConfig(TrajectoryConfig):
     rho: float = 0.01
     alpha: float = 0.3
     adaptive: bool = True
+    zca: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
