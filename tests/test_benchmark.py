@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from bench import CellSpec, cell_key, run_cell
-from evaluation.protocols import derive_protocol, get_protocol
 from data.synthetic import SyntheticSet
+from evaluation.protocols import derive_protocol, get_protocol
 from leaderboard import build_table, load_records
 
 

@@ -19,7 +19,6 @@ from scipy import stats
 import leaderboard
 from data.synthetic import Budget, SyntheticSet
 from leaderboard import (
-    ModelResult,
     RecordCosts,
     RecordError,
     ResultRecord,
@@ -39,53 +38,11 @@ from leaderboard import (
 )
 from leaderboard.cli import main
 from leaderboard.table import BaselineGap, baseline_gaps
+from tests.record_factory import make_record, row_of
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
-
-_KEY_COUNTER = iter(range(1, 10**6))
-
-
-def make_record(
-    method: str,
-    accuracies: dict[str, list[float]] | list[float],
-    *,
-    family: str = "selection",
-    ipc: int | None = 10,
-    fraction: float | None = None,
-    dataset: str = "digits",
-    protocol: str = "fast",
-    seed: int = 0,
-    label_type: str = "hard",
-    costs: RecordCosts | None = None,
-    set_path: str | None = None,
-) -> ResultRecord:
-    """A valid record with a fresh cell key; a plain list of accuracies goes to ``convnet3``."""
-    per_model = accuracies if isinstance(accuracies, dict) else {"convnet3": accuracies}
-    if family == "reference":
-        ipc, fraction = None, None
-    return ResultRecord(
-        cell_key=f"{next(_KEY_COUNTER):016x}",
-        method=method,
-        family=family,
-        label_type=label_type,
-        method_config={"lr": 0.01},
-        dataset=dataset,
-        dataset_fingerprint="0856650b1ee8e27c",
-        ipc=ipc,
-        fraction=fraction,
-        protocol=protocol,
-        protocol_config={"epochs": 5},
-        seed=seed,
-        results={model: ModelResult.from_accuracies(values) for model, values in per_model.items()},
-        costs=costs or RecordCosts(1.5, 2048, 3.0, 4096, 100),
-        versions={"python": "3.11.7", "torch": "2.14.1", "suite": "0.1.0"},
-        git_revision=None,
-        device="cpu",
-        created="2026-11-28T01:00:00+00:00",
-        set_path=set_path,
-    )
 
 
 def independent_welch_p(sample: list[float], baseline: list[float]) -> float:
@@ -102,15 +59,6 @@ def assert_offline(html: str) -> None:
     assert not re.search(r"(?i)https?://", html)
     assert not re.search(r"(?i)<link|@import|<iframe|<script\s+src", html)
     assert all(source.startswith("data:image/png;base64,") for source in re.findall(r'src="([^"]*)"', html))
-
-
-def row_of(table: pd.DataFrame, **where: Any) -> pd.Series:
-    mask = pd.Series(True, index=table.index)
-    for column, value in where.items():
-        mask &= table[column] == value
-    matched = table[mask]
-    assert len(matched) == 1, f"expected one row for {where}, got {len(matched)}"
-    return matched.iloc[0]
 
 
 RANDOM_10 = [0.50, 0.55, 0.60]

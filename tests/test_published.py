@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 import re
 from pathlib import Path
@@ -13,7 +12,7 @@ import pandas as pd
 import pytest
 
 import leaderboard
-from leaderboard import ModelResult, RecordCosts, ResultRecord, render_report, write_outputs, write_record
+from leaderboard import ResultRecord, render_report, write_outputs, write_record
 from leaderboard.published import (
     LABEL_REGIMES,
     METRICS,
@@ -25,6 +24,8 @@ from leaderboard.published import (
     reproduction_table,
 )
 from leaderboard.reproduction import reproduction_markdown
+from tests.record_factory import make_record as make_any_record
+from tests.record_factory import row_of as only_row
 
 REQUIRED_METHODS = (
     "dc",
@@ -43,50 +44,26 @@ REQUIRED_METHODS = (
 )
 SOFT_LABEL_METHODS = ("datm", "sre2l", "cda", "rded", "infer")
 
-_KEY_COUNTER = iter(range(1, 10**6))
-
 
 def make_record(
     method: str,
     accuracies: dict[str, list[float]] | list[float],
     *,
     dataset: str = "cifar10",
-    ipc: int | None = 10,
-    fraction: float | None = None,
     family: str = "distillation",
     protocol: str = "classic",
     protocol_config: dict[str, Any] | None = None,
-    label_type: str = "hard",
-    seed: int = 0,
-    roc_auc: dict[str, list[float]] | None = None,
+    **options: Any,
 ) -> ResultRecord:
-    """A valid record with a fresh cell key; a plain list of accuracies goes to ``convnet3``."""
-    per_model = accuracies if isinstance(accuracies, dict) else {"convnet3": accuracies}
-    results = {model: ModelResult.from_accuracies(values) for model, values in per_model.items()}
-    for model, values in (roc_auc or {}).items():
-        results[model] = dataclasses.replace(results[model], roc_auc=tuple(values))
-    if family == "reference":
-        ipc, fraction = None, None
-    return ResultRecord(
-        cell_key=f"{next(_KEY_COUNTER):016x}",
-        method=method,
-        family=family,
-        label_type=label_type,
-        method_config={},
+    """A valid CIFAR-10 distillation record under ``classic`` (see :func:`tests.record_factory.make_record`)."""
+    return make_any_record(
+        method,
+        accuracies,
         dataset=dataset,
-        dataset_fingerprint="0856650b1ee8e27c",
-        ipc=ipc,
-        fraction=fraction,
+        family=family,
         protocol=protocol,
         protocol_config=protocol_config or {"description": f"the {protocol} recipe"},
-        seed=seed,
-        results=results,
-        costs=RecordCosts(1.5, 2048, 3.0, 4096, 100),
-        versions={"python": "3.11.7", "suite": "0.1.0"},
-        git_revision=None,
-        device="cpu",
-        created="2026-11-28T01:00:00+00:00",
-        set_path=None,
+        **options,
     )
 
 
@@ -116,15 +93,6 @@ def write_published(path: Path, rows: list[dict[str, str]], columns: tuple[str, 
         writer.writeheader()
         writer.writerows(rows)
     return path
-
-
-def only_row(table: pd.DataFrame, **where: Any) -> pd.Series:
-    mask = pd.Series(True, index=table.index)
-    for column, value in where.items():
-        mask &= table[column] == value
-    matched = table[mask]
-    assert len(matched) == 1, f"expected one row for {where}, got {len(matched)}"
-    return matched.iloc[0]
 
 
 # ----------------------------------------------------------------------------------------------
