@@ -44,7 +44,8 @@ class MirageConfig(MethodConfig):
     Attributes:
         hops: depth ``L`` of the computation trees (the deepest GNN it serves; official TU: 2).
         support: the per-class support threshold: a share of the class's training graphs
-            (``relative``, rounded up) or a count (``absolute``).
+            (``relative``, rounded up) or a count (``absolute``); 0.4 chosen on the validation
+            split (``configs/method/mirage.yaml``).
         support_mode: ``relative`` or ``absolute``.
         class_support: per-class thresholds overriding ``support`` (the official code sets one per
             class), in class order.
@@ -57,7 +58,7 @@ class MirageConfig(MethodConfig):
     """
 
     hops: int = 2
-    support: float = 0.5
+    support: float = 0.4
     support_mode: Literal["relative", "absolute"] = "relative"
     class_support: tuple[float, ...] | None = None
     drop_shared: bool = False
