@@ -27,7 +27,8 @@ import pandas as pd
 
 from data.files import StrPath
 from data.untrusted import BadFileError, read_limited
-from leaderboard.records import ResultRecord, budget_label
+from leaderboard.records import ResultRecord, budget_label, summarize_accuracies
+from leaderboard.table import is_missing
 
 PUBLISHED_RESULTS_NAME = "published_results.csv"
 #: The columns of the published table, in file order.
@@ -298,9 +299,9 @@ def _pool_records(records: Iterable[ResultRecord]) -> dict[tuple[str, str], list
 def _budget_matches(row: Mapping[str, Any], record: ResultRecord) -> bool:
     """Whether a record is at a published row's budget; a row without a budget matches any."""
     ipc, fraction = row["ipc"], row["fraction"]
-    if not _missing(ipc):
+    if not is_missing(ipc):
         return record.ipc == int(ipc)
-    if not _missing(fraction):
+    if not is_missing(fraction):
         return record.fraction is not None and math.isclose(record.fraction, float(fraction), abs_tol=1e-9)
     return True
 
@@ -340,18 +341,6 @@ def _evaluation_label_regime(record: ResultRecord) -> str:
 def _protocol_text(record: ResultRecord) -> str:
     description = record.protocol_config.get("description")
     return f"{record.protocol}: {description}" if isinstance(description, str) and description else record.protocol
-
-
-def _missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
-def _summary(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value) of pooled runs."""
-    mean = math.fsum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(math.fsum((value - mean) ** 2 for value in values) / (len(values) - 1))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -424,8 +413,8 @@ def published_cells_elsewhere(records: Iterable[ResultRecord], published: pd.Dat
 
 
 def _published_fields(row: pd.Series) -> dict[str, Any]:
-    ipc = None if _missing(row["ipc"]) else int(row["ipc"])
-    fraction = None if _missing(row["fraction"]) else float(row["fraction"])
+    ipc = None if is_missing(row["ipc"]) else int(row["ipc"])
+    fraction = None if is_missing(row["fraction"]) else float(row["fraction"])
     return {
         "method": row["method"],
         "dataset": row["dataset"],
@@ -499,7 +488,8 @@ def _measured_row(row: pd.Series, cell: _MeasuredCell) -> dict[str, Any]:
             "verdict": NOT_MEASURED,
             "differences": "; ".join(differences),
         }
-    measured, measured_std = _summary(values)
+    summary = summarize_accuracies(values)  # mean and sample std (0 for one run)
+    measured, measured_std = summary["mean"], summary["std"]
     published_std = 0.0 if math.isnan(fields["published_std"]) else fields["published_std"]
     gap_points = 100.0 * (measured - fields["published"])
     noise_points = 2.0 * 100.0 * math.hypot(published_std, measured_std)

@@ -8,7 +8,6 @@ instead of listing them; the library call with ``all_datasets=True`` gives the w
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from leaderboard._context import ReportContext, ReportSection
-from leaderboard._templates import render_template
+from leaderboard._templates import render_table, render_template, table_cell
 from leaderboard.published import (
     ABOVE,
     BELOW,
@@ -30,6 +29,7 @@ from leaderboard.published import (
     reproduction_table,
 )
 from leaderboard.records import ResultRecord
+from leaderboard.table import format_accuracy, is_missing
 
 NOISE_RULE = (
     "within noise when |gap| ≤ 2·√(std_published² + std_measured²), stds in points over all runs "
@@ -72,19 +72,15 @@ _MISSING_TEXT = "—"
 # ----------------------------------------------------------------------------------------------
 
 
-def _is_missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
 def _percent(value: float, std: float) -> str:
     """A fraction and its std as percent: ``"50.0 ± 1.0"``, or ``"50.0"`` without a std."""
-    if _is_missing(value):
+    if is_missing(value):
         return _MISSING_TEXT
-    return f"{100 * value:.1f}" if _is_missing(std) else f"{100 * value:.1f} ± {100 * std:.1f}"
+    return f"{100 * value:.1f}" if is_missing(std) else format_accuracy(value, std)
 
 
 def _points(value: float, *, signed: bool) -> str:
-    if _is_missing(value):
+    if is_missing(value):
         return _MISSING_TEXT
     return f"{value:+.1f}" if signed else f"{value:.1f}"
 
@@ -92,7 +88,7 @@ def _points(value: float, *, signed: bool) -> str:
 def _model_text(row: pd.Series) -> str:
     """The published model, the measured one where it differs, and the metric where it is not accuracy."""
     text = str(row["model"])
-    if not _is_missing(row["measured_model"]) and row["measured_model"] != row["model"]:
+    if not is_missing(row["measured_model"]) and row["measured_model"] != row["model"]:
         text += f" → {row['measured_model']}"
     return text if row["metric"] == "accuracy" else f"{text} · ROC-AUC"
 
@@ -128,7 +124,7 @@ class _DatasetView:
             "gap": _points(row["gap_points"], signed=True),
             "noise": _points(row["noise_points"], signed=False),
             "verdict": str(row["verdict"]),
-            "protocol": _MISSING_TEXT if _is_missing(row["protocol"]) else str(row["protocol"]),
+            "protocol": _MISSING_TEXT if is_missing(row["protocol"]) else str(row["protocol"]),
             "differences": str(row["differences"]) or _MISSING_TEXT,
             "source": str(row["source"]),
         }
@@ -241,49 +237,41 @@ def _html_table(view: _DatasetView) -> Markup:
         verdict = row["verdict"]
         direction = {BELOW: " down", ABOVE: " up"}.get(verdict, "")
         notes = str(row["evaluation_notes"])
-        measured_protocol = "" if _is_missing(row["measured_protocol"]) else str(row["measured_protocol"])
+        measured_protocol = "" if is_missing(row["measured_protocol"]) else str(row["measured_protocol"])
         html_cells = [
-            _cell(cells["method"], sort_value=cells["method"], css_class="method"),
-            _cell(cells["budget"], sort_value=_sort_number(row["ipc"]) or _sort_number(row["fraction"])),
-            _cell(cells["model"], sort_value=cells["model"]),
-            _cell(cells["label_regime"]),
-            _cell(cells["published"], sort_value=_sort_number(row["published"]), css_class="number", title=notes),
-            _cell(cells["evaluation"], sort_value=str(view.note_number(row)), title=notes),
-            _cell(cells["measured"], sort_value=_sort_number(row["measured"]), css_class="number", title=_runs(row)),
-            _cell(
+            table_cell(cells["method"], sort_value=cells["method"], css_class="method"),
+            table_cell(cells["budget"], sort_value=_sort_number(row["ipc"]) or _sort_number(row["fraction"])),
+            table_cell(cells["model"], sort_value=cells["model"]),
+            table_cell(cells["label_regime"]),
+            table_cell(cells["published"], sort_value=_sort_number(row["published"]), css_class="number", title=notes),
+            table_cell(cells["evaluation"], sort_value=str(view.note_number(row)), title=notes),
+            table_cell(
+                cells["measured"], sort_value=_sort_number(row["measured"]), css_class="number", title=_runs(row)
+            ),
+            table_cell(
                 cells["gap"], sort_value=_sort_number(row["gap_points"]), css_class=f"number gain-vs-random{direction}"
             ),
-            _cell(cells["noise"], sort_value=_sort_number(row["noise_points"]), css_class="number"),
-            _cell(
+            table_cell(cells["noise"], sort_value=_sort_number(row["noise_points"]), css_class="number"),
+            table_cell(
                 cells["verdict"],
                 sort_value=str(VERDICTS.index(verdict)),
                 css_class="best" if verdict == WITHIN_NOISE else "",
             ),
-            _cell(cells["protocol"], title=measured_protocol),
-            _cell(cells["differences"]),
-            _cell(cells["source"], title=f"provenance: {row['provenance']}"),
+            table_cell(cells["protocol"], title=measured_protocol),
+            table_cell(cells["differences"]),
+            table_cell(cells["source"], title=f"provenance: {row['provenance']}"),
         ]
         rows.append({"cells": html_cells, "classes": "missing" if verdict in (NOT_RUN, NOT_MEASURED) else ""})
-    return render_template(
-        "table.html.j2",
-        columns=list(_COLUMNS.values()),
-        rows=rows,
-        table_class="leaderboard sortable reproduction",
-        header_help=_HEADER_HELP,
-    )
-
-
-def _cell(text: str, *, sort_value: str = "", css_class: str = "", title: str = "") -> dict[str, str]:
-    return {"text": text, "sort_value": sort_value, "css_class": css_class, "badge": "", "title": title}
+    return render_table(list(_COLUMNS.values()), rows, "leaderboard sortable reproduction", _HEADER_HELP)
 
 
 def _sort_number(value: Any) -> str:
-    return "" if _is_missing(value) else repr(float(value))
+    return "" if is_missing(value) else repr(float(value))
 
 
 def _runs(row: pd.Series) -> str:
     """The measured cell's tooltip: how many runs and seeds, under which protocol and budget."""
-    if _is_missing(row["runs"]):
+    if is_missing(row["runs"]):
         return ""
     runs, seeds = int(row["runs"]), int(row["seeds"])
     return f"{runs} run(s) from {seeds} seed(s) under {row['protocol']} at {row['measured_budget']}"

@@ -19,7 +19,7 @@ from markupsafe import Markup
 
 from leaderboard import grids, plots
 from leaderboard._context import ReportContext, ReportSection, SectionBuilder
-from leaderboard._templates import render_template
+from leaderboard._templates import render_table, render_template, table_cell
 from leaderboard.reproduction import reproduction_section
 from leaderboard.table import (
     DISPLAY_COLUMNS,
@@ -98,22 +98,6 @@ def _anchor(*parts: str) -> str:
     return "".join(character if character.isalnum() or character in "-_" else "-" for character in text)
 
 
-def _cell(text: str, *, sort_value: str = "", css_class: str = "", badge: str = "", title: str = "") -> dict[str, str]:
-    return {"text": text, "sort_value": sort_value, "css_class": css_class, "badge": badge, "title": title}
-
-
-def _render_table(
-    columns: Sequence[str],
-    rows: Sequence[dict[str, Any]],
-    table_class: str,
-    header_help: dict[str, str] | None = None,
-) -> Markup:
-    """A table of ``rows`` (``{"cells": [...], "classes": str}``); ``header_help`` maps a header to a tooltip."""
-    return render_template(
-        "table.html.j2", columns=columns, rows=rows, table_class=table_class, header_help=header_help or {}
-    )
-
-
 def _slices(table: pd.DataFrame, keys: Sequence[str]) -> Iterable[tuple[tuple[str, ...], pd.DataFrame]]:
     if table.empty:
         return []
@@ -152,16 +136,16 @@ def overview_section(context: ReportContext) -> list[ReportSection]:
         random_rows = competitors[competitors["method"] == RANDOM_METHOD]
         references = group[group["is_reference"]]
         cells = [
-            _cell(str(dataset), sort_value=str(dataset)),
-            _cell(str(protocol), sort_value=str(protocol)),
-            _cell(str(model), sort_value=str(model)),
-            _cell(str(budget), sort_value=str(len(rows))),
+            table_cell(str(dataset), sort_value=str(dataset)),
+            table_cell(str(protocol), sort_value=str(protocol)),
+            table_cell(str(model), sort_value=str(model)),
+            table_cell(str(budget), sort_value=str(len(rows))),
         ]
         if best is not None:
             marker = f" {SIGNIFICANCE_MARKER}" if best["significant"] else ""
             cells += [
-                _cell(str(best["method"]), sort_value=str(best["method"]), css_class="method"),
-                _cell(
+                table_cell(str(best["method"]), sort_value=str(best["method"]), css_class="method"),
+                table_cell(
                     format_accuracy(best["mean"], best["std"]),
                     sort_value=_sort_value(best["mean"]),
                     css_class="number accuracy best",
@@ -170,9 +154,9 @@ def overview_section(context: ReportContext) -> list[ReportSection]:
             ]
         else:
             cells += [
-                _cell(_MISSING_TEXT),
-                _cell(_MISSING_TEXT, css_class="number"),
-                _cell(_MISSING_TEXT, css_class="number"),
+                table_cell(_MISSING_TEXT),
+                table_cell(_MISSING_TEXT, css_class="number"),
+                table_cell(_MISSING_TEXT, css_class="number"),
             ]
         cells.append(_level_cell(random_rows))
         cells.append(_level_cell(references))
@@ -182,7 +166,7 @@ def overview_section(context: ReportContext) -> list[ReportSection]:
         gaps=gaps[:_MAX_OVERVIEW_GAPS],
         more_gaps=max(0, len(gaps) - _MAX_OVERVIEW_GAPS),
         problem_count=len(context.problems),
-        table=_render_table(columns, rows, "leaderboard sortable overview"),
+        table=render_table(columns, rows, "leaderboard sortable overview"),
     )
     return [ReportSection(anchor="overview", title="Overview", body=body)]
 
@@ -211,16 +195,16 @@ def _summarize_gaps(gaps: Sequence[BaselineGap]) -> list[dict[str, str]]:
 
 def _gain_cell(gain: float, marker: str) -> dict[str, str]:
     direction = "" if _sort_value(gain) == "" or gain == 0 else ("up" if gain > 0 else "down")
-    return _cell(
+    return table_cell(
         format_gain(gain) + marker, sort_value=_sort_value(gain), css_class=f"number gain-vs-random {direction}".strip()
     )
 
 
 def _level_cell(rows: pd.DataFrame) -> dict[str, str]:
     if rows.empty:
-        return _cell(NOT_RUN, css_class="number missing-level")
+        return table_cell(NOT_RUN, css_class="number missing-level")
     row = rows.iloc[0]
-    return _cell(format_accuracy(row["mean"], row["std"]), sort_value=_sort_value(row["mean"]), css_class="number")
+    return table_cell(format_accuracy(row["mean"], row["std"]), sort_value=_sort_value(row["mean"]), css_class="number")
 
 
 def plot_sections(context: ReportContext) -> list[ReportSection]:
@@ -294,7 +278,7 @@ def leaderboard_sections(context: ReportContext) -> list[ReportSection]:
             gaps=gaps,
             selected_on_test=bool(group["selected_on_test"].any()),
             matrix=matrix,
-            table=_render_table(columns, rows, "leaderboard sortable detail", _HEADER_HELP),
+            table=render_table(columns, rows, "leaderboard sortable detail", _HEADER_HELP),
         )
         sections.append(
             ReportSection(
@@ -330,7 +314,9 @@ def _table_row(row: pd.Series, budget_order: dict[str, int], *, starts_budget: b
             "set_bytes": f"{texts['num_images']} images",
         }.get(key, "")
         cells.append(
-            _cell(texts[key], sort_value=sort_value, css_class=" ".join(filter(None, css)), badge=badge, title=title)
+            table_cell(
+                texts[key], sort_value=sort_value, css_class=" ".join(filter(None, css)), badge=badge, title=title
+            )
         )
     classes = [
         "reference" if row["is_reference"] else "random" if is_random else "",
@@ -349,7 +335,7 @@ def _missing_row(gap: BaselineGap, budget_order: dict[str, int]) -> dict[str, An
         sort_value = str(budget_order[gap.budget]) if key == "budget" else texts[key] if key in _TEXT_COLUMNS else ""
         css = " ".join(filter(None, ["number" if key not in _TEXT_COLUMNS else "", key.replace("_", "-")]))
         cells.append(
-            _cell(
+            table_cell(
                 texts[key],
                 sort_value=sort_value,
                 css_class=css,
@@ -379,21 +365,21 @@ def _budget_matrix(group: pd.DataFrame, gaps: Sequence[BaselineGap]) -> Markup:
         if first is None:
             badge, classes = "not run", "missing"
         cells = [
-            _cell(method, sort_value=method, css_class="method", badge=badge),
-            _cell(str(first["family"]) if first is not None else _MISSING_TEXT, sort_value=method),
-            _cell(str(first["label_type"]) if first is not None else _MISSING_TEXT),
+            table_cell(method, sort_value=method, css_class="method", badge=badge),
+            table_cell(str(first["family"]) if first is not None else _MISSING_TEXT, sort_value=method),
+            table_cell(str(first["label_type"]) if first is not None else _MISSING_TEXT),
         ]
         for budget in budgets:
             match = method_rows[method_rows["budget"] == budget]
             if match.empty:
                 text = NOT_RUN if any(g.method == method and g.budget == budget for g in gaps) else _MISSING_TEXT
-                cells.append(_cell(text, css_class="number"))
+                cells.append(table_cell(text, css_class="number"))
                 continue
             row = match.iloc[0]
             marker = f" {SIGNIFICANCE_MARKER}" if row["significant"] else ""
             is_best = not row["is_reference"] and row["mean"] == best_by_budget.get(budget)
             cells.append(
-                _cell(
+                table_cell(
                     format_accuracy(row["mean"], row["std"]) + marker,
                     sort_value=_sort_value(row["mean"]),
                     css_class="number" + (" best" if is_best else ""),
@@ -403,7 +389,7 @@ def _budget_matrix(group: pd.DataFrame, gaps: Sequence[BaselineGap]) -> Markup:
             )
         rows.append({"cells": cells, "classes": classes})
     columns = ["Method", "Family", "Labels", *budgets]
-    return _render_table(columns, rows, "leaderboard sortable matrix")
+    return render_table(columns, rows, "leaderboard sortable matrix")
 
 
 def cross_architecture_sections(context: ReportContext) -> list[ReportSection]:

@@ -310,7 +310,8 @@ def baseline_gaps(table: pd.DataFrame) -> list[BaselineGap]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """Whether a table value is absent: ``None``, ``pd.NA`` or NaN."""
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
@@ -326,19 +327,19 @@ def format_interval(low: float, high: float) -> str:
 
 def format_gain(gain: float) -> str:
     """Format a fraction difference as signed percentage points, e.g. ``"+1.2"``."""
-    return _MISSING if _is_missing(gain) else f"{100 * gain:+.1f}"
+    return _MISSING if is_missing(gain) else f"{100 * gain:+.1f}"
 
 
 def format_p_value(p_value: float) -> str:
     """Format a p-value with two significant digits, ``"<0.001"`` below 0.001."""
-    if _is_missing(p_value):
+    if is_missing(p_value):
         return _MISSING
     return "<0.001" if p_value < 0.001 else f"{p_value:.2g}"
 
 
 def format_seconds(seconds: float) -> str:
     """Format a duration, e.g. ``"<1 ms"``, ``"250 ms"``, ``"12.3 s"``, ``"4.2 min"``, ``"1.5 h"``."""
-    if _is_missing(seconds):
+    if is_missing(seconds):
         return _MISSING
     if seconds < 0.001:
         return "<1 ms"
@@ -353,7 +354,7 @@ def format_seconds(seconds: float) -> str:
 
 def format_bytes(size: float) -> str:
     """Format a byte count with binary units, e.g. ``"4.5 KiB"``."""
-    if _is_missing(size):
+    if is_missing(size):
         return _MISSING
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
@@ -364,12 +365,12 @@ def format_bytes(size: float) -> str:
 
 def format_rank(rank: Any) -> str:
     """Format a rank; reference rows have none."""
-    return _MISSING if _is_missing(rank) else str(int(rank))
+    return _MISSING if is_missing(rank) else str(int(rank))
 
 
 def format_count(value: Any) -> str:
     """Format a mean count (e.g. images per set) without decimals."""
-    return _MISSING if _is_missing(value) else f"{value:.0f}"
+    return _MISSING if is_missing(value) else f"{value:.0f}"
 
 
 DISPLAY_COLUMNS: dict[str, str] = {
@@ -418,7 +419,7 @@ def format_row(row: pd.Series | dict[str, Any]) -> dict[str, str]:
         "num_images": format_count(row["num_images"]),
         "eval_seconds": format_seconds(row["eval_seconds"]),
         "roc_auc": _MISSING
-        if _is_missing(row.get("roc_auc_mean"))
+        if is_missing(row.get("roc_auc_mean"))
         else format_accuracy(row["roc_auc_mean"], row["roc_auc_std"]),
     }
 
