@@ -100,16 +100,20 @@ def summarize_accuracies(values: Iterable[float]) -> dict[str, Any]:
     if count < 2:
         return {"mean": mean, "std": 0.0, "ci95": [mean, mean]}
     std = math.sqrt(math.fsum((value - mean) ** 2 for value in accuracies) / (count - 1))
-    half_width = float(stats.t.ppf(0.975, df=count - 1)) * std / math.sqrt(count)
+    half_width = _t_half_width(std, count)
     return {"mean": mean, "std": std, "ci95": [max(0.0, mean - half_width), min(1.0, mean + half_width)]}
+
+
+def _t_half_width(std: float, count: int) -> float:
+    """Half the width of the Student-t 95% interval of a mean of ``count`` values (``count >= 2``)."""
+    return float(stats.t.ppf(0.975, df=count - 1)) * std / math.sqrt(count)
 
 
 def _unclipped_interval(accuracies: Sequence[float], summary: Mapping[str, Any]) -> tuple[float, float]:
     """The t-interval before clipping: records written before intervals were clipped hold it."""
-    count = len(accuracies)
-    if count < 2:
+    if len(accuracies) < 2:
         return summary["mean"], summary["mean"]
-    half_width = float(stats.t.ppf(0.975, df=count - 1)) * summary["std"] / math.sqrt(count)
+    half_width = _t_half_width(summary["std"], len(accuracies))
     return summary["mean"] - half_width, summary["mean"] + half_width
 
 
