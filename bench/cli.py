@@ -156,7 +156,7 @@ def with_official_preset(
         return composed
     _, defaults = read_method_option(method)
     _, official = read_method_option(preset)
-    user_set = {key.split(".")[1] for key in given if key.startswith("method.") and key.count(".") >= 1}
+    user_set = {key.split(".")[1] for key in given if key.startswith("method.")}
     kept = {key: value for key, value in composed.items() if key in user_set or defaults.get(key) != value}
     logger.info("method=%s on %s ipc=%d: official preset method=%s", method, dataset, ipc, preset)
     return {**official, **kept}

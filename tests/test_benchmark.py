@@ -133,9 +133,7 @@ def test_two_seeds_share_the_split_and_every_cache(tmp_path):
         assert second.costs.precompute_cache_hit is True, name
         assert second.costs.precompute_seconds == pytest.approx(first.costs.precompute_seconds), name
     # Another split seed is another pool (and another fingerprint).
-    moved = CellSpec(
-        method="random", dataset="digits", protocol=tiny, seed=0, ipc=1, dataset_options={"split_seed": 1}
-    )
+    moved = CellSpec(method="random", dataset="digits", protocol=tiny, seed=0, ipc=1, dataset_options={"split_seed": 1})
     other = run_cell(moved, results_dir=tmp_path, device="cpu", save_set=False).record
     assert other.dataset_fingerprint != records["mtt", 0].dataset_fingerprint
     assert other.protocol_config["split_seed"] == 1

@@ -152,7 +152,9 @@ class ImageProtocol(EvaluationProtocol):
                     )
                 model = single_or(parallel).prepare(model, device)
                 generator = make_generator(model_seed, "cpu")
-                checkpoints = _test_checkpoints(self, model, test, device, parallel)
+                checkpoints = (
+                    _TestCheckpoints(model, test, self.test_every, device, parallel) if self.selects_on_test else None
+                )
                 train_classifier(
                     model,
                     synthetic.images,
@@ -182,26 +184,22 @@ class ImageProtocol(EvaluationProtocol):
         )
 
 
+@dataclass
 class _TestCheckpoints:
-    """The best test accuracy of a model at every ``test_every``-th epoch (``report=best_test``)."""
+    """The best test accuracy of a model at every ``every``-th epoch (``report=best_test``)."""
 
-    def __init__(self, model: torch.nn.Module, test: ImageDataset, every: int, device: Any, parallel: Any) -> None:
-        self.model, self.test, self.every, self.device, self.parallel = model, test, every, device, parallel
-        self.best = 0.0
+    model: torch.nn.Module
+    test: ImageDataset
+    every: int
+    device: Any
+    parallel: Any
+    best: float = 0.0
 
     def record(self, epoch: int) -> None:
         if (epoch + 1) % self.every == 0:
             score = accuracy(self.model, self.test.images, self.test.labels, device=self.device, parallel=self.parallel)
             self.best = max(self.best, score)
             self.model.train()
-
-
-def _test_checkpoints(
-    protocol: ImageProtocol, model: torch.nn.Module, test: ImageDataset, device: Any, parallel: Any
-) -> _TestCheckpoints | None:
-    if not protocol.selects_on_test:
-        return None
-    return _TestCheckpoints(model, test, protocol.test_every, device, parallel)
 
 
 @dataclass(frozen=True)
