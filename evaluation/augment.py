@@ -10,6 +10,7 @@ with ``shared=False`` (evaluation) each image gets its own parameters.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -166,3 +167,14 @@ def dsa_augment(
     for op in _OPS[names[choice]]:
         out = op(out, params, generator, draws)
     return out
+
+
+def dsa_augmenter(flip: bool) -> Callable[[Tensor, torch.Generator], Tensor]:
+    """Per-image DSA with the reference strategy, flipping only where ``flip`` (the dataset's
+    policy): the ``augment(batch, generator)`` of evaluation, teacher and student training."""
+    strategy, params = strategy_for(flip), DSAParams()
+
+    def augment(batch: Tensor, generator: torch.Generator) -> Tensor:
+        return dsa_augment(batch, strategy, generator, shared=False, params=params)
+
+    return augment

@@ -39,7 +39,7 @@ from data.cache import build_once, cache_dir
 from data.provenance import add_precomputed
 from data.seeding import derive_seed, make_generator, seeded_torch
 from data.untrusted import BadFileError, parse_json, read_limited
-from evaluation.augment import DSAParams, dsa_augment, strategy_for
+from evaluation.augment import dsa_augmenter
 from evaluation.models import create_model
 from evaluation.train import TrainRecipe, accuracy, train_classifier
 
@@ -262,12 +262,7 @@ def load_or_train_teacher(
             weight_decay=config.weight_decay,
             batch_size=config.batch_size,
         )
-        augment = None
-        if config.augmentation == "dsa":
-            strategy = strategy_for(train.flip)
-
-            def augment(batch: Tensor, generator: torch.Generator) -> Tensor:
-                return dsa_augment(batch, strategy, generator, shared=False, params=DSAParams())
+        augment = dsa_augmenter(train.flip) if config.augmentation == "dsa" else None
 
         train_classifier(
             model,

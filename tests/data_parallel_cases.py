@@ -15,8 +15,9 @@ import torch
 
 from data import load_dataset
 from data.seeding import make_generator, seeded_torch
+from evaluation.augment import dsa_augmenter
 from evaluation.kd.soft import build_replay_store, train_soft_student
-from evaluation.kd.trainer import StudentRecipe, dsa_augmenter
+from evaluation.kd.trainer import StudentRecipe
 from evaluation.models import create_model
 from evaluation.parallel import DataParallel, close, from_environment, single_or
 from evaluation.protocols import get_protocol

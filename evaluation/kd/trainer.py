@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from data import ImageDataset
 from data.seeding import derive_seed, make_generator, seeded_torch
-from evaluation.augment import DSAParams, dsa_augment, strategy_for
+from evaluation.augment import dsa_augmenter
 from evaluation.kd.hooks import FeatureHooks
 from evaluation.kd.losses import KDBatch, KDLoss, create_kd_loss
 from evaluation.models import create_model
@@ -223,16 +223,6 @@ def distill_student(
         return run_epochs(
             parameters, recipe, len(images), generator, step, progress=progress, description=f"distill:{loss.name}"
         )
-
-
-def dsa_augmenter(flip: bool) -> Augment:
-    """Per-image DSA with the reference strategy, flips only where ``flip`` (the dataset's policy)."""
-    strategy, params = strategy_for(flip), DSAParams()
-
-    def augment(batch: Tensor, generator: torch.Generator) -> Tensor:
-        return dsa_augment(batch, strategy, generator, shared=False, params=params)
-
-    return augment
 
 
 def distill(

@@ -23,7 +23,7 @@ from data import ImageDataset
 from data.seeding import derive_seed, make_generator, seeded_torch
 from data.synthetic import SyntheticSet
 from data.zca import whiten_like
-from evaluation.augment import DSAParams, dsa_augment, strategy_for
+from evaluation.augment import dsa_augmenter
 from evaluation.kd.soft import SoftLabelConfig, evaluate_soft
 from evaluation.kd.trainer import StudentRecipe
 from evaluation.models import create_model
@@ -129,12 +129,7 @@ class ImageProtocol(EvaluationProtocol):
         if used_learned_lr:
             lr = float(synthetic.learned_lr)  # type: ignore[arg-type]
         recipe = dataclasses.replace(self.recipe, epochs=epochs, lr=lr)
-        augment = None
-        if self.augmentation == "dsa":
-            strategy, params = strategy_for(test.flip), DSAParams()
-
-            def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-                return dsa_augment(batch, strategy, generator, shared=False, params=params)
+        augment = dsa_augmenter(test.flip) if self.augmentation == "dsa" else None
 
         start = time.perf_counter()
         per_model: dict[str, ModelResult] = {}
