@@ -33,14 +33,15 @@ STALE_AFTER_SECONDS = 24 * 3600
 _WRITER = re.compile(r"(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
 
 
-def _host() -> str:
+def host_tag() -> str:
+    """This machine's short name as it appears in the names of temporaries and probes."""
     return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname().split(".")[0]) or "host"
 
 
 def temporary_sibling(path: StrPath, tag: str = "") -> Path:
     """A fresh hidden name beside ``path`` for a temporary, naming its writer (nothing is created)."""
     target = Path(path)
-    writer = f"{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    writer = f"{host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     return target.with_name(f".{target.name}.{tag}{writer}{TEMPORARY_SUFFIX}")
 
 
@@ -78,10 +79,14 @@ def remove_temporaries_of(path: StrPath, *, only_dead: bool = False) -> list[Pat
 
 def _writer_may_run(temporary: Path) -> bool:
     match = _WRITER.search(temporary.name)
-    if match is not None and match["host"] == _host():
+    if match is not None and match["host"] == host_tag():
         return _process_alive(int(match["pid"]))
+    return _younger_than_stale(temporary)
+
+
+def _younger_than_stale(path: Path) -> bool:
     try:
-        return time.time() - temporary.lstat().st_mtime < STALE_AFTER_SECONDS
+        return time.time() - path.lstat().st_mtime < STALE_AFTER_SECONDS
     except OSError:
         return False
 
@@ -96,6 +101,27 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+_PROBE_PREFIX = ".write-probe-"
+_PROBE_WRITER = re.compile(re.escape(_PROBE_PREFIX) + r"(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)")
+
+
+def _remove_dead_probes(folder: Path) -> None:
+    """Remove the probes (and their temporaries) that a writer killed mid-probe left in ``folder``."""
+    if not folder.is_dir():
+        return
+    for leftover in folder.glob(f"*{_PROBE_PREFIX}*"):
+        match = _PROBE_WRITER.search(leftover.name)
+        if match is None:
+            continue
+        if match["host"] == host_tag():
+            may_run = _process_alive(int(match["pid"]))
+        else:
+            may_run = _younger_than_stale(leftover)
+        if not may_run:
+            logger.info("removing %s, left by an interrupted writer", leftover)
+            remove_path(leftover)
+
+
 def check_writable(folders: Iterable[StrPath], *, what: str = "results folder") -> None:
     """Make sure new files can be written in each folder (created if missing), before any work.
 
@@ -107,8 +133,9 @@ def check_writable(folders: Iterable[StrPath], *, what: str = "results folder") 
     for folder in folders:
         target = Path(folder)
         try:
+            _remove_dead_probes(target)
             # writing() creates the folder.
-            probe = write_bytes_atomic(target / f".write-probe-{_host()}-{os.getpid()}", b"")
+            probe = write_bytes_atomic(target / f"{_PROBE_PREFIX}{host_tag()}-{os.getpid()}", b"")
             probe.unlink()
         except OSError as error:
             reason = error.strerror or type(error).__name__

@@ -18,7 +18,7 @@ import torch
 
 from bench.cell import CellSpec, resolve_cell
 from bench.runner import run_cell
-from data.files import temporary_sibling
+from data.files import check_writable, host_tag, temporary_sibling
 from data.synthetic import Budget, BudgetError, SyntheticSet
 from data.untrusted import BadFileError, InputError
 from evaluation.protocols import derive_protocol, get_protocol
@@ -210,3 +210,17 @@ def test_stale_temporaries_of_dead_writers_are_swept(tmp_path: Path) -> None:
     alive.write_text("being written")
     write_outputs(tmp_path / "source")
     assert not dead.exists() and alive.exists()
+
+
+def test_probes_left_by_a_writer_killed_mid_probe_are_swept(tmp_path: Path) -> None:
+    folder = tmp_path / "locks"
+    folder.mkdir()
+    own_probe = f".write-probe-{host_tag()}-{os.getpid()}"
+    dead_probe = folder / own_probe.replace(f"-{os.getpid()}", "-999999999")
+    dead_temporary = temporary_sibling(dead_probe)
+    dead_temporary = dead_temporary.with_name(dead_temporary.name.replace(f"-{os.getpid()}-", "-999999999-"))
+    live_temporary = temporary_sibling(folder / f".write-probe-{host_tag()}-{os.getppid()}")
+    for leftover in (dead_probe, dead_temporary, live_temporary):
+        leftover.write_bytes(b"")
+    check_writable([folder])
+    assert sorted(p.name for p in folder.iterdir()) == [live_temporary.name]
