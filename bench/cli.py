@@ -379,6 +379,7 @@ def _run_cells(cfg: DictConfig, cell: Cell, references: list[Cell], device: str,
         "progress": bool(cfg.progress),
         "save_set": bool(cfg.save_sets),
         "parallel": parallel,
+        "vectorize": bool(cfg.vectorize_eval),
     }
     main = single_or(parallel).is_main
     outcome = run_cell(cell, **options)

@@ -86,11 +86,13 @@ class ImageModality(Modality):
         return "soft" if compressed.has_soft_labels else "hard"
 
     def record_fields(self, compressed: SyntheticSet, evaluation: EvaluationResult) -> dict[str, Any]:
-        soft_run = {k: v for k, v in evaluation.details.items() if k != "provenance"}
+        soft_run = {k: v for k, v in evaluation.details.items() if k not in ("provenance", "vectorized_models")}
+        vectorized = evaluation.details.get("vectorized_models")
         return {
             "used_learned_lr": any(getattr(r, "used_learned_lr", False) for r in evaluation.per_model.values()),
             "sampler": compressed.sampler,
             **({"soft_run": soft_run} if soft_run else {}),
+            **({"vectorized_models": vectorized} if vectorized else {}),
         }
 
 

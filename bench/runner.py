@@ -52,6 +52,7 @@ def run_cell(
     save_set: bool = True,
     parallel: DataParallel | None = None,
     wait: bool = True,
+    vectorize: bool = False,
 ) -> CellOutcome | None:
     """Run one cell unless its record exists; returns the record either way.
 
@@ -108,7 +109,13 @@ def run_cell(
             logger.info("cell %s (%s) already has a record, skipping: %s", cell.key, cell.spec.describe(), path)
             return CellOutcome(cell.key, path, existing, True)
         record = _execute(
-            cell, results_dir=results_dir, device=device, progress=progress, save_set=save_set, parallel=parallel
+            cell,
+            results_dir=results_dir,
+            device=device,
+            progress=progress,
+            save_set=save_set,
+            parallel=parallel,
+            vectorize=vectorize,
         )
         return group.broadcast_object(_publish(record, results_dir, path) if group.is_main else None)
 
@@ -121,6 +128,7 @@ def _execute(
     progress: bool,
     save_set: bool,
     parallel: DataParallel | None,
+    vectorize: bool = False,
 ) -> ResultRecord:
     """Load the data, condense it, save the set, evaluate it, and build the record."""
     spec = cell.spec
@@ -155,6 +163,7 @@ def _execute(
         train=train,
         val=val,
         parallel=parallel,
+        vectorize=vectorize,
     )
     return build_record(
         cell,

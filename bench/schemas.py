@@ -43,6 +43,7 @@ class BenchConfig:
     references: list[str] = field(default_factory=lambda: ["random"])
     device: str = "auto"
     threads: Optional[int] = None  # noqa: UP045
+    vectorize_eval: bool = False
     results_dir: str = "results"
     save_sets: bool = True
     progress: bool = False

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from data.numerics import FP32, Numerics
 from evaluation.parallel import DataParallel, single_or
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def train_classifier(
     description: str = "train",
     parallel: DataParallel | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
+    numerics: Numerics = FP32,
 ) -> TrainStats:
     """Train ``model`` in place on ``images``/``targets`` following ``recipe``.
 
@@ -87,11 +89,13 @@ def train_classifier(
     indices ``sampler(epoch, generator)`` returns (a per-epoch subset, as RS2 trains);
     ``augment(batch, generator)`` is applied to every batch when given. Under ``parallel``
     (torchrun) each rank trains on its part of every batch (see :mod:`evaluation.parallel`);
-    ``model`` must have been through ``parallel.prepare``.
+    ``model`` must have been through ``parallel.prepare``. ``numerics`` sets the forward passes'
+    precision and the layout of the model and of every (augmented) batch; weights, optimizer
+    state and the loss stay fp32.
     """
     parallel = single_or(parallel)
     device = torch.device(device)
-    model.to(device).train()
+    numerics.model(model.to(device)).train()
     images = images.to(device)
     targets = targets.to(device)
     optimizer = torch.optim.SGD(
@@ -118,9 +122,10 @@ def train_classifier(
             inputs = images[batch]
             if augment is not None:
                 inputs = augment(inputs, generator)
-            with parallel.batch(len(batch)):
-                loss = classification_loss(model(parallel.local(inputs)), parallel.local(targets[batch]))
-                loss = loss * parallel.share(len(batch))
+            with parallel.batch(len(batch)), numerics.autocast(device):
+                logits = model(numerics.batch(parallel.local(inputs)))
+            loss = classification_loss(logits.float(), parallel.local(targets[batch]))
+            loss = loss * parallel.share(len(batch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             parallel.sync_gradients(model.parameters())
@@ -143,17 +148,20 @@ def accuracy(
     device: torch.device | str = "cpu",
     batch_size: int = 1024,
     parallel: DataParallel | None = None,
+    numerics: Numerics = FP32,
 ) -> float:
     """Top-1 accuracy of ``model`` as a fraction in ``[0, 1]`` (under ``parallel``, each rank
-    counts its part of the images and the counts are summed)."""
+    counts its part of the images and the counts are summed), with the forward passes'
+    ``numerics``."""
     parallel = single_or(parallel)
     device = torch.device(device)
-    model.to(device).eval()
+    numerics.model(model.to(device)).eval()
     total = len(images)
     images, labels = parallel.local(images), parallel.local(labels)
     correct = 0
     for start in range(0, len(images), batch_size):
-        logits = model(images[start : start + batch_size].to(device))
+        with numerics.autocast(device):
+            logits = model(numerics.batch(images[start : start + batch_size].to(device)))
         correct += int((logits.argmax(dim=1).cpu() == labels[start : start + batch_size].cpu()).sum())
     if parallel.replicated(total):
         return correct / max(total, 1)

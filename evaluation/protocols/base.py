@@ -76,6 +76,7 @@ class EvaluationProtocol(ABC):
         train: Any = None,
         val: Any = None,
         parallel: DataParallel | None = None,
+        vectorize: bool = False,
     ) -> EvaluationResult:
         """Train every evaluation model on ``compressed``; test each once on ``test``.
 
@@ -88,8 +89,11 @@ class EvaluationProtocol(ABC):
             train: the whole training split (soft labels: the teacher's data).
             val: the validation split (graphs: the epoch is selected on it).
             parallel: the torchrun group training each model together (``None``: one process).
+            vectorize: train a model's ``num_models`` runs as one vectorized model where the
+                protocol supports it (hard-label images: :mod:`evaluation.vectorized`); the
+                results equal the sequential ones up to float summation order.
         """
-        request = EvaluationRequest(test, seed, torch.device(device), progress, train, val, parallel)
+        request = EvaluationRequest(test, seed, torch.device(device), progress, train, val, parallel, vectorize)
         return self.run(compressed, request)
 
     @abstractmethod
@@ -108,6 +112,7 @@ class EvaluationRequest:
     train: Any = None
     val: Any = None
     parallel: DataParallel | None = None
+    vectorize: bool = False
 
 
 @dataclass(frozen=True)

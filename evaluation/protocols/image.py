@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from data import ImageDataset
+from data.numerics import MEMORY_FORMATS, PRECISIONS, Numerics
 from data.seeding import derive_seed, make_generator, seeded_torch
 from data.synthetic import SyntheticSet
 from data.zca import whiten_like
@@ -30,6 +31,7 @@ from evaluation.models import create_model
 from evaluation.parallel import DataParallel, single_or
 from evaluation.protocols.base import EvaluationProtocol, EvaluationRequest, EvaluationResult, ModelResult
 from evaluation.train import EpochSampler, TrainRecipe, accuracy, train_classifier
+from evaluation.vectorized import can_vectorize, train_classifiers_vectorized
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,10 @@ class ImageProtocol(EvaluationProtocol):
             and the last, a selection on the test set that some papers report. Such a protocol
             replays a paper's number for comparison and is never used for ranking.
         test_every: epochs between the test checkpoints of ``best_test``.
+        precision: ``fp32``, or ``bf16`` autocast of the forward passes (weights, optimizer
+            state and losses stay fp32); a protocol fixes one, recorded in every record.
+        memory_format: ``contiguous`` (NCHW) or ``channels_last`` (NHWC) for the models and
+            batches; changes speed only, up to float summation order.
     """
 
     modality: ClassVar[str] = "image"
@@ -65,15 +71,32 @@ class ImageProtocol(EvaluationProtocol):
     soft: SoftLabelConfig | None = None
     report: Literal["final", "best_test"] = "final"
     test_every: int = 0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    memory_format: Literal["contiguous", "channels_last"] = "contiguous"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.precision not in PRECISIONS or self.memory_format not in MEMORY_FORMATS:
+            raise ValueError(
+                f"protocol {self.name!r}: precision must be one of {', '.join(PRECISIONS)} and memory_format one of "
+                f"{', '.join(MEMORY_FORMATS)}; got {self.precision!r}, {self.memory_format!r}"
+            )
+        if self.soft is not None and not self.numerics.is_default:
+            raise NotImplementedError(
+                f"protocol {self.name!r}: soft-label training runs fp32 in the contiguous layout only "
+                "(bf16 and channels_last for the KD trainers are open work of issue 20)"
+            )
         if self.report not in REPORTS:
             raise ValueError(f"protocol {self.name!r}: unknown report {self.report!r}; valid: {', '.join(REPORTS)}")
         if self.report == "best_test" and (self.test_every < 1 or self.soft is not None):
             raise ValueError(
                 f"protocol {self.name!r}: report best_test needs test_every >= 1 and hard labels (no soft)"
             )
+
+    @property
+    def numerics(self) -> Numerics:
+        """The precision and memory layout every evaluation model trains and tests with."""
+        return Numerics(precision=self.precision, memory_format=self.memory_format)
 
     @property
     def selects_on_test(self) -> bool:
@@ -133,11 +156,12 @@ class ImageProtocol(EvaluationProtocol):
 
         start = time.perf_counter()
         per_model: dict[str, ModelResult] = {}
+        vectorized_models = []
         for model_name in self.models:
-            accuracies = []
             model_start = time.perf_counter()
-            for index in range(self.num_models):
-                model_seed = derive_seed("evaluate", seed, model_name, index)
+            seeds = [derive_seed("evaluate", seed, model_name, index) for index in range(self.num_models)]
+            models = []
+            for model_seed in seeds:
                 with seeded_torch(model_seed, device):
                     model = create_model(
                         model_name,
@@ -145,27 +169,53 @@ class ImageProtocol(EvaluationProtocol):
                         num_classes=synthetic.num_classes,
                         image_size=test.image_shape[1:],
                     )
-                model = single_or(parallel).prepare(model, device)
-                generator = make_generator(model_seed, "cpu")
-                checkpoints = (
-                    _TestCheckpoints(model, test, self.test_every, device, parallel) if self.selects_on_test else None
-                )
-                train_classifier(
-                    model,
+                models.append(single_or(parallel).prepare(model, device))
+            generators = [make_generator(model_seed, "cpu") for model_seed in seeds]
+            checkpoints = [
+                _TestCheckpoints(model, test, self.test_every, device, parallel, self.numerics)
+                if self.selects_on_test
+                else None
+                for model in models
+            ]
+            options = dict(recipe=recipe, augment=augment, device=device, numerics=self.numerics)
+            vectorize = request.vectorize and parallel is None and len(models) > 1
+            if vectorize and can_vectorize(models[0]) is not None:
+                logger.info("%s: %s trains sequentially: %s", self.name, model_name, can_vectorize(models[0]))
+                vectorize = False
+            if vectorize:
+                train_classifiers_vectorized(
+                    models,
                     synthetic.images,
                     synthetic.labels,
-                    recipe,
-                    generator=generator,
-                    augment=augment,
-                    sampler=sampler_factory() if sampler_factory is not None else None,
-                    device=device,
-                    progress=progress,
-                    description=f"{self.name}:{model_name}#{index}",
-                    parallel=parallel,
-                    on_epoch_end=checkpoints.record if checkpoints is not None else None,
+                    generators=generators,
+                    samplers=[sampler_factory() for _ in models] if sampler_factory is not None else None,
+                    on_epoch_end=_record_all(checkpoints) if self.selects_on_test else None,
+                    description=f"{self.name}:{model_name}",
+                    **options,
                 )
-                final = accuracy(model, test.images, test.labels, device=device, parallel=parallel)
-                accuracies.append(final if checkpoints is None else max(final, checkpoints.best))
+                vectorized_models.append(model_name)
+            else:
+                for index, (model, generator, checkpoint) in enumerate(
+                    zip(models, generators, checkpoints, strict=True)
+                ):
+                    train_classifier(
+                        model,
+                        synthetic.images,
+                        synthetic.labels,
+                        generator=generator,
+                        sampler=sampler_factory() if sampler_factory is not None else None,
+                        progress=progress,
+                        description=f"{self.name}:{model_name}#{index}",
+                        parallel=parallel,
+                        on_epoch_end=checkpoint.record if checkpoint is not None else None,
+                        **options,
+                    )
+            accuracies = []
+            for index, (model, checkpoint) in enumerate(zip(models, checkpoints, strict=True)):
+                final = accuracy(
+                    model, test.images, test.labels, device=device, parallel=parallel, numerics=self.numerics
+                )
+                accuracies.append(final if checkpoint is None else max(final, checkpoint.best))
                 logger.info("%s %s #%d: test accuracy %.4f", self.name, model_name, index, accuracies[-1])
             per_model[model_name] = ImageModelResult(
                 model=model_name,
@@ -174,9 +224,23 @@ class ImageProtocol(EvaluationProtocol):
                 lr=lr,
                 used_learned_lr=used_learned_lr,
             )
+        details = {"vectorized_models": vectorized_models} if vectorized_models else {}
         return EvaluationResult(
-            protocol=self.name, per_model=per_model, seconds=time.perf_counter() - start, epochs=epochs
+            protocol=self.name,
+            per_model=per_model,
+            seconds=time.perf_counter() - start,
+            epochs=epochs,
+            details=details,
         )
+
+
+def _record_all(checkpoints: list[_TestCheckpoints | None]) -> Callable[[int], None]:
+    def record(epoch: int) -> None:
+        for checkpoint in checkpoints:
+            if checkpoint is not None:
+                checkpoint.record(epoch)
+
+    return record
 
 
 @dataclass
@@ -188,11 +252,19 @@ class _TestCheckpoints:
     every: int
     device: Any
     parallel: Any
+    numerics: Numerics
     best: float = 0.0
 
     def record(self, epoch: int) -> None:
         if (epoch + 1) % self.every == 0:
-            score = accuracy(self.model, self.test.images, self.test.labels, device=self.device, parallel=self.parallel)
+            score = accuracy(
+                self.model,
+                self.test.images,
+                self.test.labels,
+                device=self.device,
+                parallel=self.parallel,
+                numerics=self.numerics,
+            )
             self.best = max(self.best, score)
             self.model.train()
 

@@ -1,0 +1,134 @@
+"""Numeric settings (precision, layout) and vectorized evaluation: the same models, the same results."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from data.numerics import Numerics
+from data.seeding import derive_seed, make_generator, seeded_torch
+from evaluation.augment import dsa_augmenter
+from evaluation.models import create_model
+from evaluation.protocols import get_protocol
+from evaluation.train import TrainRecipe, accuracy, train_classifier
+from evaluation.vectorized import can_vectorize, train_classifiers_vectorized
+
+
+def _models(name: str, count: int, image_shape: tuple[int, ...], num_classes: int) -> list[torch.nn.Module]:
+    models = []
+    for index in range(count):
+        with seeded_torch(derive_seed("test", name, index)):
+            models.append(
+                create_model(name, in_channels=image_shape[0], num_classes=num_classes, image_size=image_shape[1:])
+            )
+    return models
+
+
+def _subset(digits, per_class: int):
+    train, _val, _test = digits
+    keep = torch.cat([torch.nonzero(train.labels == c).flatten()[:per_class] for c in range(train.num_classes)])
+    return train.images[keep], train.labels[keep]
+
+
+@pytest.mark.parametrize("model_name", ["convnet3", "convnet_bn"])
+def test_vectorized_training_equals_training_one_by_one(digits, model_name: str) -> None:
+    images, labels = _subset(digits, 6)  # 60 images: 2 batches of 32 per epoch, the last one short
+    recipe = TrainRecipe(epochs=4, batch_size=32, decay_at=0.5)
+    augment = dsa_augmenter(flip=False)
+    sequential = _models(model_name, 3, digits[0].image_shape, 10)
+    vectorized = _models(model_name, 3, digits[0].image_shape, 10)
+    for index, model in enumerate(sequential):
+        train_classifier(
+            model, images, labels, recipe, generator=make_generator(index), augment=augment, description="one"
+        )
+    train_classifiers_vectorized(
+        vectorized, images, labels, recipe, generators=[make_generator(i) for i in range(3)], augment=augment
+    )
+    for one, together in zip(sequential, vectorized, strict=True):
+        for (name, a), (_, b) in zip(one.state_dict().items(), together.state_dict().items(), strict=True):
+            if a.is_floating_point():
+                torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=f"{model_name} {name}")
+            else:
+                assert torch.equal(a, b), name
+    # The models differ from each other (their own seeds and draws), so the check above can fail.
+    assert not torch.allclose(sequential[0].classifier.weight, sequential[1].classifier.weight)
+
+
+def test_a_protocol_gives_the_same_accuracies_vectorized(digits) -> None:
+    from condense import create_method
+    from data.synthetic import Budget
+
+    train, val, _test = digits
+    selected = create_method("random").condense(train, Budget(ipc=3), seed=0)
+    protocol = get_protocol("fast")
+    protocol = dataclasses.replace(protocol, recipe=dataclasses.replace(protocol.recipe, epochs=8))
+    sequential = protocol.evaluate(selected, val, seed=4)
+    vectorized = protocol.evaluate(selected, val, seed=4, vectorize=True)
+    assert vectorized.details["vectorized_models"] == ["convnet3"]
+    assert "vectorized_models" not in sequential.details
+    # Float summation order differs (one grouped convolution): allow two validation images.
+    for a, b in zip(
+        vectorized.per_model["convnet3"].accuracies, sequential.per_model["convnet3"].accuracies, strict=True
+    ):
+        assert abs(a - b) <= 2 / len(val) + 1e-9
+
+
+def test_models_that_draw_from_the_global_generator_are_not_vectorized() -> None:
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(4, 2))
+    assert "Dropout" in can_vectorize(model)
+    with pytest.raises(ValueError, match="cannot train Sequential vectorized"):
+        train_classifiers_vectorized(
+            [model, model],
+            torch.zeros(4, 1, 2, 2),
+            torch.zeros(4, dtype=torch.long),
+            TrainRecipe(epochs=1),
+            generators=[make_generator(0), make_generator(1)],
+        )
+
+
+def test_channels_last_changes_layout_not_results(digits) -> None:
+    images, labels = _subset(digits, 4)
+    recipe = TrainRecipe(epochs=3, batch_size=20)
+    (plain,) = _models("convnet3", 1, digits[0].image_shape, 10)
+    (nhwc,) = _models("convnet3", 1, digits[0].image_shape, 10)
+    train_classifier(plain, images, labels, recipe, generator=make_generator(1))
+    train_classifier(
+        nhwc, images, labels, recipe, generator=make_generator(1), numerics=Numerics(memory_format="channels_last")
+    )
+    assert nhwc.features[1].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(plain.parameters(), nhwc.parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_autocast_keeps_weights_fp32_and_trains(digits) -> None:
+    train, val, _test = digits
+    images, labels = _subset(digits, 10)
+    (model,) = _models("convnet3", 1, train.image_shape, 10)
+    bf16 = Numerics(precision="bf16")
+    train_classifier(
+        model, images, labels, TrainRecipe(epochs=30, batch_size=50), generator=make_generator(0), numerics=bf16
+    )
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    # 100 digits images, 30 epochs: well above the 10% of chance on the validation split.
+    assert accuracy(model, val.images, val.labels, numerics=bf16) > 0.6
+
+
+def test_numerics_are_recorded_and_part_of_the_protocol_identity() -> None:
+    fast = get_protocol("fast")
+    assert fast.config_dict()["precision"] == "fp32" and fast.config_dict()["memory_format"] == "contiguous"
+    bf16 = dataclasses.replace(fast, precision="bf16")
+    assert bf16.config_dict() != fast.config_dict()
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        dataclasses.replace(fast, precision="fp16")
+    with pytest.raises(NotImplementedError, match="issue 20"):
+        dataclasses.replace(get_protocol("soft"), precision="bf16")
+
+
+def test_a_one_channel_batch_with_nhwc_strides_runs_in_the_chosen_layout() -> None:
+    # What the reference DiffAugment crop leaves: an N x H x W x 1 view permuted back.
+    batch = torch.randn(4, 8, 8, 1)[torch.arange(4)].permute(0, 3, 1, 2)
+    assert batch.stride(1) == 1
+    assert Numerics().batch(batch).stride() == (64, 64, 8, 1)
+    assert Numerics(memory_format="channels_last").batch(batch).is_contiguous(memory_format=torch.channels_last)
