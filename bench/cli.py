@@ -17,6 +17,7 @@ import importlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -27,10 +28,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from bench.cell import Cell, CellSpec, resolve_cell
+from bench.progress import count_jobs, format_seconds, job_line, mark_sweep_start, sweep_file_params
 from bench.runner import CellOutcome, run_cell
 from bench.schemas import BENCH_KEYS, register_schemas
 from condense.presets import method_options as read_method_option
@@ -335,6 +338,8 @@ def _app(cfg: DictConfig) -> str:
         import torch
 
         torch.cuda.set_device(torch.device(device))
+    if hydra_config is not None and hydra_config.mode == RunMode.MULTIRUN and int(os.environ.get("RANK", "0")) == 0:
+        print(job_line(job_num, cell.spec.describe()), flush=True)
     # Under torchrun (WORLD_SIZE > 1) the ranks run each cell together, its evaluation data-parallel.
     parallel = from_environment(device)
     try:
@@ -416,6 +421,12 @@ class ReportCallback(Callback):
     with exit code 1 and one line saying why (:func:`leaderboard.cli.publish_report`).
     """
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        hydra_node = config.get("hydra") or {}
+        params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+        task = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or []) if hydra_node else []
+        mark_sweep_start(count_jobs(OmegaConf.to_container(params) if params is not None else {}, task))
+
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
         if job_return is not None and job_return.status == JobStatus.FAILED:
             error = job_return._return_value  # the public return_value re-raises the job's error
@@ -450,11 +461,21 @@ def run_main_job(overrides: list[str] | None = None) -> None:
     ``overrides`` (e.g. ``["results_dir=/tmp/x"]``) apply to every sweep.
     """
     program = sys.argv[0]
+    jobs = [count_jobs(sweep_file_params(config_dir(), sweep), overrides or []) for sweep in MAIN_JOB_SWEEPS]
+    plan = ", ".join(f"{sweep} ({count})" for sweep, count in zip(MAIN_JOB_SWEEPS, jobs, strict=True))
+    print(f"[condense-bench] main job: {sum(jobs)} jobs in {len(jobs)} sweeps: {plan}", flush=True)
+    started = time.perf_counter()
     for position, sweep in enumerate(MAIN_JOB_SWEEPS):
         last = position == len(MAIN_JOB_SWEEPS) - 1
         sys.argv = [program, f"sweep={sweep}", *(overrides or []), *([] if last else ["report=false"])]
-        print(f"[condense-bench] main job {position + 1}/{len(MAIN_JOB_SWEEPS)}: sweep={sweep}", flush=True)
+        remaining = sum(jobs[position:])
+        print(
+            f"[condense-bench] main job sweep {position + 1}/{len(MAIN_JOB_SWEEPS)}: {sweep}, {jobs[position]} jobs "
+            f"({remaining} of {sum(jobs)} remain, {format_seconds(time.perf_counter() - started)} elapsed)",
+            flush=True,
+        )
         _app()
+    print(f"[condense-bench] main job done in {format_seconds(time.perf_counter() - started)}", flush=True)
 
 
 #: Hydra flags that only print something: they write nothing, so nothing is checked for them.

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from data.methods import MethodConfig
+from data.numerics import Numerics
 from evaluation.augment import parse_strategy
 
 InitKind = Literal["noise", "real"]
@@ -58,3 +59,28 @@ class SynthesizerConfig(MethodConfig):
             parse_strategy(self.dsa_strategy)
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+
+
+@dataclass(frozen=True)
+class RealPassConfig(SynthesizerConfig):
+    """A synthesizer whose passes over real images give targets and need no graph to the
+    synthetic images: the mean features of DM, IDM and DataDAM (no gradients at all), the
+    real-batch gradients of DC and DSA.
+
+    Attributes:
+        real_precision: ``fp32``, or ``bf16`` autocast of those passes (features are averaged,
+            losses and gradients kept, in fp32); the synthetic images' passes stay fp32.
+        real_memory_format: ``contiguous`` or ``channels_last`` for them (speed only).
+    """
+
+    real_precision: str = "fp32"
+    real_memory_format: str = "contiguous"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        Numerics(precision=self.real_precision, memory_format=self.real_memory_format)  # type: ignore[arg-type]  # validates
+
+    @property
+    def real_numerics(self) -> Numerics:
+        """How the real-image passes compute."""
+        return Numerics(precision=self.real_precision, memory_format=self.real_memory_format)  # type: ignore[arg-type]

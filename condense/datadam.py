@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from condense._config import InitKind, SynthesizerConfig
+from condense._config import InitKind, RealPassConfig
 from condense._networks import has_batchnorm
 from condense._run import DistillationRun
 from condense._synthesizer import Synthesizer
@@ -35,7 +35,7 @@ from data.methods import register_method
 
 
 @dataclass(frozen=True)
-class DataDAMConfig(SynthesizerConfig):
+class DataDAMConfig(RealPassConfig):
     """DataDAM with the official code defaults (``main_DataDAM.py``).
 
     Attributes:
@@ -81,7 +81,8 @@ class _AttentionFeatures:
         self.power = power
 
     def __call__(self, net: nn.Module, images: Tensor) -> list[Tensor]:
-        maps = net.feature_maps(images, pre_pool=True)
+        # fp32 maps: under a bf16 real pass the attention powers and norms still compute in fp32.
+        maps = [m.float() for m in net.feature_maps(images, pre_pool=True)]
         embedding = torch.flatten(net.features[-1].pool(maps[-1]), 1)
         return [spatial_attention(m, self.power) for m in maps[:-1]] + [embedding]
 
@@ -106,7 +107,7 @@ class DataDAM(Synthesizer):
             net.train()
             net.requires_grad_(False)
             reals, synthetics = augmented_class_batches(run)
-            real_means = real_class_means(net, reals, features, joint=has_batchnorm(net))
+            real_means = real_class_means(net, reals, features, joint=has_batchnorm(net), numerics=config.real_numerics)
             synthetic_means = synthetic_class_means(net, run, synthetics, features)
             squared = [((r - s) ** 2).sum() for r, s in zip(real_means, synthetic_means, strict=True)]
             attention_loss = torch.stack(squared[:-1]).sum() if len(squared) > 1 else squared[0].new_zeros(())

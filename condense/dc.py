@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from condense._config import InitKind, SynthesizerConfig
+from condense._config import InitKind, RealPassConfig
 from condense._networks import has_batchnorm, set_batchnorm_eval
 from condense._run import DistillationRun
 from condense._synthesizer import Synthesizer
@@ -83,7 +83,7 @@ def gradient_distance(synthetic_grads: Sequence[Tensor], real_grads: Sequence[Te
 
 
 @dataclass(frozen=True)
-class DCConfig(SynthesizerConfig):
+class DCConfig(RealPassConfig):
     """DC with the official defaults (``main.py --method DC``; the same for MNIST/FMNIST/CIFAR).
 
     Attributes:
@@ -100,6 +100,8 @@ class DCConfig(SynthesizerConfig):
         bn_images_per_class: real images per class used to set BatchNorm statistics before each
             matching step, after which BN is frozen (BatchNorm networks only; reference 16).
         dsa_strategy: ``none`` for DC (no augmentation anywhere).
+        real_precision, real_memory_format: numerics of the real batches' gradient passes
+            (:class:`condense._config.RealPassConfig`).
     """
 
     iterations: int = 1000
@@ -187,7 +189,10 @@ class GradientMatching(Synthesizer):
         real = run.sampler.sample(label, self.config.batch_real)
         synthetic = run.images[run.class_slice(label)]
         real, synthetic = run.siamese(real, synthetic)
-        real_loss = F.cross_entropy(net(real), real_targets)
+        numerics = self.config.real_numerics
+        with numerics.autocast(run.device):
+            real_logits = net(numerics.batch(real))
+        real_loss = F.cross_entropy(real_logits.float(), real_targets)
         real_grads = [g.detach() for g in torch.autograd.grad(real_loss, params)]
         synthetic_loss = F.cross_entropy(net(synthetic), run.labels[run.class_slice(label)])
         synthetic_grads = torch.autograd.grad(synthetic_loss, params, create_graph=True)

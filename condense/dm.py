@@ -16,15 +16,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from condense._config import InitKind, SynthesizerConfig
+from condense._config import InitKind, RealPassConfig
 from condense._networks import class_means, has_batchnorm
 from condense._run import DistillationRun
 from condense._synthesizer import Synthesizer
 from data.methods import register_method
+from data.numerics import FP32, Numerics
 
 
 @dataclass(frozen=True)
-class DMConfig(SynthesizerConfig):
+class DMConfig(RealPassConfig):
     """DM with the official defaults (``main_DM.py`` and the VICO readme commands).
 
     Attributes:
@@ -34,6 +35,8 @@ class DMConfig(SynthesizerConfig):
         batch_real: real images per class and iteration (256).
         init: ``real``.
         dsa_strategy: ``auto`` (``color_crop_cutout_flip_scale_rotate``, no flip on digits).
+        real_precision, real_memory_format: numerics of the real-image passes
+            (:class:`condense._config.RealPassConfig`).
     """
 
     iterations: int = 20000
@@ -59,17 +62,24 @@ def augmented_class_batches(run: DistillationRun) -> tuple[list[Tensor], list[Te
 Features = Callable[[nn.Module, Tensor], list[Tensor]]
 
 
-def real_class_means(net: nn.Module, reals: list[Tensor], features: Features, *, joint: bool) -> list[Tensor]:
-    """Per-class means (``K x D`` each) of every feature of the real batches, without gradients.
+def real_class_means(
+    net: nn.Module, reals: list[Tensor], features: Features, *, joint: bool, numerics: Numerics = FP32
+) -> list[Tensor]:
+    """Per-class means (``K x D`` each, fp32) of every feature of the real batches, without gradients.
 
     ``joint`` forwards all classes as one batch (BatchNorm networks: the reference mixes the
     classes in the BN statistics); otherwise one class at a time (less memory, same result).
+    ``numerics`` sets the passes' precision and layout (the network's weights keep theirs).
     """
-    with torch.no_grad():
+    device = reals[0].device
+    with torch.no_grad(), numerics.autocast(device):
         if joint:
             labels = torch.cat([torch.full((len(r),), c, device=r.device) for c, r in enumerate(reals)])
-            return [class_means(f, labels, len(reals)) for f in features(net, torch.cat(reals))]
-        per_class = [[f.reshape(len(real), -1).mean(dim=0) for f in features(net, real)] for real in reals]
+            return [class_means(f.float(), labels, len(reals)) for f in features(net, numerics.batch(torch.cat(reals)))]
+        per_class = [
+            [f.reshape(len(real), -1).float().mean(dim=0) for f in features(net, numerics.batch(real))]
+            for real in reals
+        ]
         return [torch.stack(column) for column in zip(*per_class, strict=True)]
 
 
@@ -100,7 +110,9 @@ class DM(Synthesizer):
             net.train()
             net.requires_grad_(False)
             reals, synthetics = augmented_class_batches(run)
-            (real_means,) = real_class_means(net, reals, embedding, joint=has_batchnorm(net))
+            (real_means,) = real_class_means(
+                net, reals, embedding, joint=has_batchnorm(net), numerics=self.config.real_numerics
+            )
             (synthetic_means,) = synthetic_class_means(net, run, synthetics, embedding)
             loss = ((real_means - synthetic_means) ** 2).sum()
             optimizer_img.zero_grad(set_to_none=True)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from condense._config import SynthesizerConfig
+from condense._config import RealPassConfig
 from condense._data import initial_images
 from condense._run import DistillationRun
 from condense._synthesizer import Synthesizer
@@ -43,7 +43,7 @@ from data.synthetic import SyntheticSet
 
 
 @dataclass(frozen=True)
-class IDMConfig(SynthesizerConfig):
+class IDMConfig(RealPassConfig):
     """IDM with the official CIFAR-10 command-line settings (``command.txt``).
 
     Attributes:
@@ -200,8 +200,9 @@ class IDM(Synthesizer):
             labels = run.labels[run.class_slice(label)]
             synthetic, labels = expand_partitions(synthetic, labels, config.factor)
             real, synthetic = run.siamese(real, synthetic)
-            with torch.no_grad():
-                real_mean = net.embed(real).mean(dim=0)
+            numerics = config.real_numerics
+            with torch.no_grad(), numerics.autocast(real.device):
+                real_mean = net.embed(numerics.batch(real)).float().mean(dim=0)
             loss = ((real_mean - net.embed(synthetic).mean(dim=0)) ** 2).sum()
             if weight > 0:
                 logits = net(synthetic)

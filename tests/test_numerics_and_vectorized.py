@@ -132,3 +132,43 @@ def test_a_one_channel_batch_with_nhwc_strides_runs_in_the_chosen_layout() -> No
     assert batch.stride(1) == 1
     assert Numerics().batch(batch).stride() == (64, 64, 8, 1)
     assert Numerics(memory_format="channels_last").batch(batch).is_contiguous(memory_format=torch.channels_last)
+
+
+def _real_batches(digits, per_class: int) -> list[torch.Tensor]:
+    train = digits[0]
+    return [train.images[train.labels == c][:per_class] for c in range(train.num_classes)]
+
+
+def test_class_means_of_one_batched_forward_equal_the_per_class_forwards(digits) -> None:
+    from condense.datadam import _AttentionFeatures
+    from condense.dm import embedding, real_class_means
+
+    reals = _real_batches(digits, 12)
+    (net,) = _models("convnetd2", 1, digits[0].image_shape, 10)  # instance norm: no coupling across images
+    for features in (embedding, _AttentionFeatures(1.0)):
+        per_class = real_class_means(net, reals, features, joint=False)
+        batched = real_class_means(net, reals, features, joint=True)
+        for a, b in zip(per_class, batched, strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_a_bf16_real_pass_stays_close_to_fp32_and_is_in_the_method_config(digits) -> None:
+    from condense import create_method
+    from condense.dm import embedding, real_class_means
+    from data.synthetic import Budget
+
+    reals = _real_batches(digits, 12)
+    (net,) = _models("convnetd2", 1, digits[0].image_shape, 10)
+    (fp32,) = real_class_means(net, reals, embedding, joint=False)
+    (bf16,) = real_class_means(net, reals, embedding, joint=False, numerics=Numerics("bf16", "channels_last"))
+    assert bf16.dtype == torch.float32
+    relative = (bf16 - fp32).norm() / fp32.norm()
+    assert 0 < relative < 2e-2  # bf16 keeps 8 bits of mantissa: close, not equal
+    dm = create_method("dm", iterations=2, model="convnetd2", real_precision="bf16")
+    assert dm.config_dict()["real_precision"] == "bf16"
+    dsa = create_method(
+        "dsa", iterations=1, model="convnetd2", real_precision="bf16", real_memory_format="channels_last"
+    )
+    for method in (dm, dsa):
+        synthetic = method.condense(digits[0], Budget(ipc=1), seed=0)
+        assert synthetic.images.dtype == torch.float32 and torch.isfinite(synthetic.images).all()
