@@ -1,8 +1,9 @@
 """``condense-bench``: the Hydra app that runs benchmark cells and sweeps.
 
 ``condense-bench`` with no arguments runs the main job (the sweeps of :data:`MAIN_JOB_SWEEPS` on the
-embedded datasets) and writes the leaderboard (CSV, Markdown, JSON, HTML) into the results folder.
-``condense-bench main results_dir=PATH`` does the same with overrides. One cell::
+embedded datasets, minutes on 2 CPU cores) and writes the leaderboard (CSV, Markdown, JSON, HTML)
+into the results folder. ``condense-bench main results_dir=PATH`` does the same with overrides;
+``condense-bench digits_table`` runs the whole digits table (:data:`NAMED_JOBS`). One cell::
 
     condense-bench method=random dataset=digits ipc=10 protocol=fast seed=0
 
@@ -48,7 +49,14 @@ from evaluation.protocols import changed_fields, derive_protocol, get_protocol, 
 logger = logging.getLogger(__name__)
 
 #: The main job (``condense-bench`` with no arguments): these sweeps in order, into one results folder.
-MAIN_JOB_SWEEPS = ("default", "digits_distillation", "digits_decoupled", "graph")
+MAIN_JOB_SWEEPS = ("quick", "quick_distillation", "quick_decoupled", "graph")
+#: Jobs of several sweeps, run by name (``condense-bench <name> [overrides]``): the main job, and
+#: the whole digits table under ``fast`` (IPC 1-50, every synthesizer, the decoupled methods at two
+#: budgets and two label regimes).
+NAMED_JOBS = {
+    "main": MAIN_JOB_SWEEPS,
+    "digits_table": ("default", "digits_distillation", "digits_decoupled", "graph"),
+}
 #: ``presets``: ``official`` runs a published setting with its authors' values; ``required`` also
 #: skips (writing nothing) a cell that has none, so one cross product runs just the published grid
 #: (``sweep=reproduce``); ``none`` never uses them.
@@ -455,27 +463,28 @@ class ReportCallback(Callback):
             sys.exit(code)
 
 
-def run_main_job(overrides: list[str] | None = None) -> None:
-    """Run every sweep of :data:`MAIN_JOB_SWEEPS`; the leaderboard is written once, at the end.
+def run_main_job(overrides: list[str] | None = None, *, name: str = "main") -> None:
+    """Run every sweep of the named job (:data:`NAMED_JOBS`); the leaderboard is written once, at the end.
 
     ``overrides`` (e.g. ``["results_dir=/tmp/x"]``) apply to every sweep.
     """
     program = sys.argv[0]
-    jobs = [count_jobs(sweep_file_params(config_dir(), sweep), overrides or []) for sweep in MAIN_JOB_SWEEPS]
-    plan = ", ".join(f"{sweep} ({count})" for sweep, count in zip(MAIN_JOB_SWEEPS, jobs, strict=True))
-    print(f"[condense-bench] main job: {sum(jobs)} jobs in {len(jobs)} sweeps: {plan}", flush=True)
+    sweeps = NAMED_JOBS[name]
+    jobs = [count_jobs(sweep_file_params(config_dir(), sweep), overrides or []) for sweep in sweeps]
+    plan = ", ".join(f"{sweep} ({count})" for sweep, count in zip(sweeps, jobs, strict=True))
+    print(f"[condense-bench] {name} job: {sum(jobs)} jobs in {len(jobs)} sweeps: {plan}", flush=True)
     started = time.perf_counter()
-    for position, sweep in enumerate(MAIN_JOB_SWEEPS):
-        last = position == len(MAIN_JOB_SWEEPS) - 1
+    for position, sweep in enumerate(sweeps):
+        last = position == len(sweeps) - 1
         sys.argv = [program, f"sweep={sweep}", *(overrides or []), *([] if last else ["report=false"])]
         remaining = sum(jobs[position:])
         print(
-            f"[condense-bench] main job sweep {position + 1}/{len(MAIN_JOB_SWEEPS)}: {sweep}, {jobs[position]} jobs "
+            f"[condense-bench] {name} job sweep {position + 1}/{len(sweeps)}: {sweep}, {jobs[position]} jobs "
             f"({remaining} of {sum(jobs)} remain, {format_seconds(time.perf_counter() - started)} elapsed)",
             flush=True,
         )
         _app()
-    print(f"[condense-bench] main job done in {format_seconds(time.perf_counter() - started)}", flush=True)
+    print(f"[condense-bench] {name} job done in {format_seconds(time.perf_counter() - started)}", flush=True)
 
 
 #: Hydra flags that only print something: they write nothing, so nothing is checked for them.
@@ -497,16 +506,18 @@ def _check_results_dir_on_command_line(argv: Sequence[str]) -> None:
 
 
 def main() -> None:
-    """Console entry point: no arguments (or ``main [overrides]``) runs the main job."""
+    """Console entry point: no arguments runs the main job; a job name (``main``, ``digits_table``) runs that job."""
     try:
-        _check_results_dir_on_command_line(sys.argv[2:] if sys.argv[1:2] == ["main"] else sys.argv[1:])
+        _check_results_dir_on_command_line(
+            sys.argv[2:] if sys.argv[1:2] and sys.argv[1] in NAMED_JOBS else sys.argv[1:]
+        )
     except InputError as error:
         print(f"condense-bench: error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
     import_plugins(_plugins_on_command_line(sys.argv[1:]))
     register_schemas()
-    if len(sys.argv) == 1 or sys.argv[1] == "main":
-        run_main_job(sys.argv[2:])
+    if len(sys.argv) == 1 or sys.argv[1] in NAMED_JOBS:
+        run_main_job(sys.argv[2:], name=sys.argv[1] if len(sys.argv) > 1 else "main")
         return
     _app()
 

@@ -205,12 +205,13 @@ def test_installed_app_finds_its_configs(tmp_path):
 
 
 def test_main_job_sweeps_compose_into_valid_methods(compose_bench):
-    """Every sweep of the main job composes, and every method option in it builds a method."""
-    from bench.cli import MAIN_JOB_SWEEPS
+    """Every sweep of the named jobs composes, and every method option in it builds a method."""
+    from bench.cli import MAIN_JOB_SWEEPS, NAMED_JOBS
     from condense import create_method, method_options
 
+    assert NAMED_JOBS["main"] == MAIN_JOB_SWEEPS
     methods = []
-    for sweep in MAIN_JOB_SWEEPS:
+    for sweep in sorted({s for sweeps in NAMED_JOBS.values() for s in sweeps}):
         cfg = compose_bench([f"sweep={sweep}"], hydra_config=True)
         methods += str(cfg.hydra.sweeper.params.method).split(",")
     assert {"random", "full", "digits/dc", "digits/mtt"} <= set(methods)
