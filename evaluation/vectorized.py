@@ -11,8 +11,9 @@ weights are copied back into the models, which are then tested as usual. Results
 sequential loop's up to float summation order (a vmapped convolution runs as one grouped
 convolution).
 
-Where it pays: small sets on a GPU, where one model's step is bound by kernel launches. On the
-CPU a grouped convolution is slower than the models' convolutions one after another (see
+Where it pays: small sets on a GPU, where one model's step is bound by kernel launches. On a
+2-core CPU it gained only on the tiniest sets (10 digits images) and lost from 100 images on, a
+grouped convolution being slower than the models' convolutions one after another (see
 ``benchmarks/eval_vectorized.py``), so the protocols train sequentially unless asked.
 """
 
