@@ -430,9 +430,8 @@ class ReportCallback(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        hydra_node = config.get("hydra") or {}
         params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
-        task = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or []) if hydra_node else []
+        task = list(OmegaConf.select(config, "hydra.overrides.task", default=None) or [])
         mark_sweep_start(count_jobs(OmegaConf.to_container(params) if params is not None else {}, task))
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:

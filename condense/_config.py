@@ -78,7 +78,7 @@ class RealPassConfig(SynthesizerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        Numerics(precision=self.real_precision, memory_format=self.real_memory_format)  # type: ignore[arg-type]  # validates
+        _ = self.real_numerics  # Numerics refuses an unknown value, naming the valid ones
 
     @property
     def real_numerics(self) -> Numerics:

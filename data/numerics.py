@@ -51,10 +51,6 @@ class Numerics:
         """fp32 in the contiguous layout: what PyTorch does unasked."""
         return self.precision == "fp32" and self.memory_format == "contiguous"
 
-    @property
-    def torch_memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.memory_format == "channels_last" else torch.contiguous_format
-
     def autocast(self, device: torch.device | str) -> contextlib.AbstractContextManager[Any]:
         """bf16 autocast on ``device`` under ``bf16``; a no-op context under ``fp32``."""
         if self.precision == "fp32":
@@ -82,23 +78,8 @@ class Numerics:
             return images.clone(memory_format=torch.contiguous_format)
         return images.contiguous()
 
-    def describe(self) -> dict[str, str]:
-        """What a record states: ``precision`` and ``memory_format``."""
-        return {"precision": self.precision, "memory_format": self.memory_format}
-
 
 FP32 = Numerics()
-
-
-def numerics_from(options: dict[str, Any] | Numerics | None) -> Numerics:
-    """A :class:`Numerics` from a mapping with ``precision``/``memory_format`` (missing: the defaults)."""
-    if options is None:
-        return FP32
-    if isinstance(options, Numerics):
-        return options
-    return Numerics(
-        precision=options.get("precision", "fp32"), memory_format=options.get("memory_format", "contiguous")
-    )
 
 
 def bf16_is_fast(device: torch.device | str) -> bool:

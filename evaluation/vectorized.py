@@ -119,7 +119,7 @@ def train_classifiers_vectorized(
                 inputs = images[index]
                 if augment is not None:
                     inputs = augment(inputs, generator)
-                batches.append((numerics.batch(inputs).contiguous(), index))
+                batches.append((inputs, index))
             batches_per_model.append(batches)
         for step_batches in zip(*batches_per_model, strict=True):
             inputs = torch.stack([inputs for inputs, _ in step_batches])

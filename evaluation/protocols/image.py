@@ -179,8 +179,9 @@ class ImageProtocol(EvaluationProtocol):
             ]
             options = dict(recipe=recipe, augment=augment, device=device, numerics=self.numerics)
             vectorize = request.vectorize and parallel is None and len(models) > 1
-            if vectorize and can_vectorize(models[0]) is not None:
-                logger.info("%s: %s trains sequentially: %s", self.name, model_name, can_vectorize(models[0]))
+            unvectorizable = can_vectorize(models[0]) if vectorize else None
+            if unvectorizable is not None:
+                logger.info("%s: %s trains sequentially: %s", self.name, model_name, unvectorizable)
                 vectorize = False
             if vectorize:
                 train_classifiers_vectorized(
