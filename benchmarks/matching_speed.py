@@ -13,6 +13,8 @@ iteration of each.
 
     python benchmarks/matching_speed.py --method dm --ipc 1 10 --iterations 5 --rounds 3
     python benchmarks/matching_speed.py --method dsa --ipc 1 --iterations 3 --rounds 3
+    python benchmarks/matching_speed.py --method dsa --ipc 1 --iterations 1 --rounds 2 \
+        --settings fp32/contiguous fp32/contiguous/batched
 """
 
 from __future__ import annotations
@@ -107,12 +109,21 @@ def plain_loop_seconds(method: str, train, ipc: int, iterations: int, seed: int)
     return statistics.fmean(seconds)
 
 
-def suite_seconds(
-    method: str, train, ipc: int, iterations: int, seed: int, precision: str, memory_format: str
-) -> float:
-    """Mean seconds per iteration of the suite's synthesizer (setup excluded)."""
+def suite_seconds(method: str, train, ipc: int, iterations: int, seed: int, setting: str) -> float:
+    """Mean seconds per iteration of the suite's synthesizer (setup excluded).
+
+    ``setting`` is ``PRECISION/FORMAT``, for dsa optionally ``PRECISION/FORMAT/batched``
+    (the classes' real gradients in one vectorized pass, ``batch_classes``).
+    """
+    precision, memory_format, *rest = setting.split("/")
+    options = {"batch_classes": True} if rest == ["batched"] else {}
     synthesizer = create_method(
-        method, iterations=iterations, model="convnet3", real_precision=precision, real_memory_format=memory_format
+        method,
+        iterations=iterations,
+        model="convnet3",
+        real_precision=precision,
+        real_memory_format=memory_format,
+        **options,
     )
     synthetic = synthesizer.condense(train, Budget(ipc=ipc), seed=seed)
     return float(synthetic.provenance["distillation"]["seconds_per_iteration"])
@@ -126,7 +137,10 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3, help="iterations per variant and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--settings", nargs="+", default=list(DEFAULT_SETTINGS), help="real_precision/real_memory_format"
+        "--settings",
+        nargs="+",
+        default=list(DEFAULT_SETTINGS),
+        help="real_precision/real_memory_format, for dsa optionally with /batched (batch_classes)",
     )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -140,15 +154,12 @@ def main() -> None:
         # One untimed iteration of every variant first: kernel selection and allocator warm-up.
         plain_loop_seconds(args.method, train, ipc, 1, args.seed)
         for setting in args.settings:
-            suite_seconds(args.method, train, ipc, 1, args.seed, *setting.split("/"))
+            suite_seconds(args.method, train, ipc, 1, args.seed, setting)
         for round_index in range(args.rounds):
             times["plain"].append(plain_loop_seconds(args.method, train, ipc, args.iterations, args.seed + round_index))
             for setting in args.settings:
-                precision, memory_format = setting.split("/")
                 times[setting].append(
-                    suite_seconds(
-                        args.method, train, ipc, args.iterations, args.seed + round_index, precision, memory_format
-                    )
+                    suite_seconds(args.method, train, ipc, args.iterations, args.seed + round_index, setting)
                 )
             print(
                 json.dumps({"ipc": ipc, "round": round_index, **{k: v[-1] for k, v in times.items()}}),

@@ -152,6 +152,43 @@ def test_class_means_of_one_batched_forward_equal_the_per_class_forwards(digits)
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
 
 
+def test_real_gradients_of_one_vectorized_pass_equal_the_per_class_gradients(digits) -> None:
+    import torch.nn.functional as F
+
+    from condense.dc import per_class_gradients
+
+    reals = _real_batches(digits, 12)
+    targets = [torch.full((len(r),), c) for c, r in enumerate(reals)]
+    for name in ("convnetd2", "convnet_bn"):
+        (net,) = _models(name, 1, digits[0].image_shape, 10)
+        net.eval()  # DC freezes BatchNorm before matching
+        params = list(net.parameters())
+        batched = per_class_gradients(net, params, reals, targets)
+        for real, target, grads in zip(reals, targets, batched, strict=True):
+            expected = torch.autograd.grad(F.cross_entropy(net(real), target), params)
+            for got, want in zip(grads, expected, strict=True):
+                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_dsa_with_batched_classes_learns_the_per_class_loops_images(digits) -> None:
+    from condense import create_method
+    from data.synthetic import Budget
+
+    sets = [
+        create_method("dsa", iterations=2, model="convnetd2", batch_real=16, batch_classes=batched).condense(
+            digits[0], Budget(ipc=1), seed=0
+        )
+        for batched in (False, True)
+    ]
+    torch.testing.assert_close(sets[1].images, sets[0].images, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(
+        sets[0].images,
+        create_method("dsa", iterations=0, model="convnetd2").condense(digits[0], Budget(ipc=1), seed=0).images,
+    )
+    with pytest.raises(ValueError, match="batch_classes"):
+        create_method("dc", batch_classes=True, real_memory_format="channels_last")
+
+
 def test_a_bf16_real_pass_stays_close_to_fp32_and_is_in_the_method_config(digits) -> None:
     from condense import create_method
     from condense.dm import embedding, real_class_means
