@@ -44,7 +44,7 @@ from data.devices import auto_device, resolve_device
 from data.files import check_writable
 from data.untrusted import InputError
 from evaluation.parallel import DataParallel, close, from_environment, single_or
-from evaluation.protocols import changed_fields, derive_protocol, get_protocol, protocol_from_config
+from evaluation.protocols import Execution, changed_fields, derive_protocol, get_protocol, protocol_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -392,7 +392,7 @@ def _run_cells(cfg: DictConfig, cell: Cell, references: list[Cell], device: str,
         "progress": bool(cfg.progress),
         "save_set": bool(cfg.save_sets),
         "parallel": parallel,
-        "vectorize": bool(cfg.vectorize_eval),
+        "execution": Execution(vectorize=bool(cfg.vectorize_eval), compile=bool(cfg.compile_eval)),
     }
     main = single_or(parallel).is_main
     outcome = run_cell(cell, **options)

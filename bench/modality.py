@@ -18,6 +18,9 @@ from data.graphs import GraphSet
 from data.synthetic import SyntheticSet
 from evaluation.protocols import EvaluationResult
 
+#: What an image evaluation's details say about how it ran (``Execution``), kept in the record.
+EXECUTION_DETAILS = ("vectorized_models", "compiled_models")
+
 
 @dataclass(frozen=True)
 class Modality:
@@ -86,13 +89,13 @@ class ImageModality(Modality):
         return "soft" if compressed.has_soft_labels else "hard"
 
     def record_fields(self, compressed: SyntheticSet, evaluation: EvaluationResult) -> dict[str, Any]:
-        soft_run = {k: v for k, v in evaluation.details.items() if k not in ("provenance", "vectorized_models")}
-        vectorized = evaluation.details.get("vectorized_models")
+        execution = {k: v for k, v in evaluation.details.items() if k in EXECUTION_DETAILS}
+        soft_run = {k: v for k, v in evaluation.details.items() if k != "provenance" and k not in EXECUTION_DETAILS}
         return {
             "used_learned_lr": any(getattr(r, "used_learned_lr", False) for r in evaluation.per_model.values()),
             "sampler": compressed.sampler,
             **({"soft_run": soft_run} if soft_run else {}),
-            **({"vectorized_models": vectorized} if vectorized else {}),
+            **execution,
         }
 
 

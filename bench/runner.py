@@ -22,6 +22,7 @@ from data.datasets import DEFAULT_SPLIT_SEED
 from data.devices import describe_device, resolve_device
 from data.files import check_writable, remove_temporaries_of
 from evaluation.parallel import DataParallel, single_or
+from evaluation.protocols import Execution
 from leaderboard import RecordError, ResultRecord, find_record, record_path, write_record
 from leaderboard.store import RECORDS_DIRNAME
 
@@ -52,7 +53,7 @@ def run_cell(
     save_set: bool = True,
     parallel: DataParallel | None = None,
     wait: bool = True,
-    vectorize: bool = False,
+    execution: Execution | None = None,
 ) -> CellOutcome | None:
     """Run one cell unless its record exists; returns the record either way.
 
@@ -115,7 +116,7 @@ def run_cell(
             progress=progress,
             save_set=save_set,
             parallel=parallel,
-            vectorize=vectorize,
+            execution=execution,
         )
         return group.broadcast_object(_publish(record, results_dir, path) if group.is_main else None)
 
@@ -128,7 +129,7 @@ def _execute(
     progress: bool,
     save_set: bool,
     parallel: DataParallel | None,
-    vectorize: bool = False,
+    execution: Execution | None = None,
 ) -> ResultRecord:
     """Load the data, condense it, save the set, evaluate it, and build the record."""
     spec = cell.spec
@@ -163,7 +164,7 @@ def _execute(
         train=train,
         val=val,
         parallel=parallel,
-        vectorize=vectorize,
+        execution=execution,
     )
     return build_record(
         cell,

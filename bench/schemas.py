@@ -44,6 +44,7 @@ class BenchConfig:
     device: str = "auto"
     threads: Optional[int] = None  # noqa: UP045
     vectorize_eval: bool = False
+    compile_eval: bool = False
     results_dir: str = "results"
     save_sets: bool = True
     progress: bool = False

@@ -8,6 +8,11 @@ its seconds, and its speed-up over fp32 in the contiguous layout measured in the
 
     python benchmarks/eval_numerics.py --dataset fashion_mnist --ipc 10 --seeds 0 1 2
     python benchmarks/eval_numerics.py --dataset digits --ipc 10 --seeds 0 --epochs 20   # a quick look
+    python benchmarks/eval_numerics.py --seeds 0 1 2 --settings fp32/contiguous fp32/contiguous/compiled \
+        bf16/contiguous/compiled
+
+A compiled setting's seconds include its compilations (into a fresh cache, in the first seed), as
+a first run pays them.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,18 +37,28 @@ from condense import create_method  # noqa: E402
 from data import load_dataset  # noqa: E402
 from data.numerics import MEMORY_FORMATS, PRECISIONS, bf16_is_fast  # noqa: E402
 from data.synthetic import Budget  # noqa: E402
-from evaluation.protocols import get_protocol  # noqa: E402
+from evaluation.protocols import Execution, get_protocol  # noqa: E402
 
 DEFAULT_SETTINGS = ("fp32/contiguous", "bf16/contiguous", "bf16/channels_last")
 
 
-def parse_setting(text: str) -> tuple[str, str]:
-    precision, _, memory_format = text.partition("/")
-    if precision not in PRECISIONS or memory_format not in MEMORY_FORMATS:
-        raise argparse.ArgumentTypeError(
-            f"a setting is PRECISION/MEMORY_FORMAT with precision in {PRECISIONS} and format in {MEMORY_FORMATS}"
+def parse_setting(text: str) -> str:
+    parts = text.split("/")
+    if (
+        len(parts) not in (2, 3)
+        or parts[0] not in PRECISIONS
+        or parts[1] not in MEMORY_FORMATS
+        or parts[2:]
+        not in (
+            [],
+            ["compiled"],
         )
-    return precision, memory_format
+    ):
+        raise argparse.ArgumentTypeError(
+            f"a setting is PRECISION/MEMORY_FORMAT[/compiled] with precision in {PRECISIONS} and format in "
+            f"{MEMORY_FORMATS}"
+        )
+    return text
 
 
 def main() -> None:
@@ -52,37 +69,43 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs (a quick look)")
     parser.add_argument(
-        "--settings", type=parse_setting, nargs="+", default=[parse_setting(s) for s in DEFAULT_SETTINGS]
+        "--settings",
+        type=parse_setting,
+        nargs="+",
+        default=list(DEFAULT_SETTINGS),
+        help="PRECISION/MEMORY_FORMAT, optionally /compiled (torch.compile, Execution(compile=True))",
     )
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if any(setting.endswith("/compiled") for setting in args.settings):
+        # A cold compilation cache, so the compiled figures include what a first run pays.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="inductor-"))
 
     base = get_protocol(args.protocol)
     if base.soft is not None:
         parser.error(f"{args.protocol} is a soft-label protocol; numeric settings apply to the hard-label ones")
     if args.epochs is not None:
         base = dataclasses.replace(base, recipe=dataclasses.replace(base.recipe, epochs=args.epochs))
-    runs: dict[str, list[dict[str, float]]] = {f"{p}/{m}": [] for p, m in args.settings}
+    runs: dict[str, list[dict[str, float]]] = {setting: [] for setting in args.settings}
     for seed in args.seeds:
         train, val, _test = load_dataset(args.dataset, seed=0)
         selected = create_method("random").condense(train, Budget(ipc=args.ipc), seed=seed)
-        for precision, memory_format in args.settings:
+        for setting in args.settings:
+            precision, memory_format, *compiled = setting.split("/")
             protocol = dataclasses.replace(base, precision=precision, memory_format=memory_format)
             started = time.perf_counter()
-            result = protocol.evaluate(selected, val, seed=seed)
+            result = protocol.evaluate(selected, val, seed=seed, execution=Execution(compile=bool(compiled)))
             seconds = time.perf_counter() - started
             accuracies = [a for model in result.per_model.values() for a in model.accuracies]
-            runs[f"{precision}/{memory_format}"].append(
-                {"seed": seed, "val_accuracy": statistics.fmean(accuracies), "seconds": seconds}
-            )
+            runs[setting].append({"seed": seed, "val_accuracy": statistics.fmean(accuracies), "seconds": seconds})
             print(
                 json.dumps(
                     {
                         "seed": seed,
-                        "setting": f"{precision}/{memory_format}",
-                        **runs[f"{precision}/{memory_format}"][-1],
+                        "setting": setting,
+                        **runs[setting][-1],
                     }
                 ),
                 flush=True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +49,57 @@ class TrainStats:
     seconds: float
     steps: int
     images_seen: int
+
+
+#: Epochs between the checks that the training loss is finite. A check waits for the device, so
+#: checking every epoch would stall a GPU on every step when a small set makes one-step epochs.
+FINITE_CHECK_EVERY = 25
+
+
+class LossWatch:
+    """Collects each epoch's training loss on the device and checks it every
+    :data:`FINITE_CHECK_EVERY` epochs and at the last one, raising ``FloatingPointError`` with the
+    first non-finite epoch. The loss may be one value or one per model (vectorized training).
+    Under ``parallel`` the ranks check together and all raise if any rank's loss broke.
+    """
+
+    def __init__(self, description: str, epochs: int, parallel: DataParallel | None = None) -> None:
+        self.description = description
+        self.epochs = epochs
+        self.parallel = single_or(parallel)
+        self._pending: list[Tensor] = []
+        self._first_pending = 0
+        self.last: Tensor | None = None
+
+    def add(self, epoch: int, loss: Tensor) -> None:
+        if not self._pending:
+            self._first_pending = epoch
+        self._pending.append(loss.detach().float().reshape(-1))
+        if (epoch + 1) % FINITE_CHECK_EVERY == 0 or epoch == self.epochs - 1:
+            self.check()
+
+    def check(self) -> None:
+        if not self._pending:
+            return
+        values = torch.stack(self._pending).cpu()  # the one wait for the device
+        self._pending = []
+        broken = ~torch.isfinite(values).all(dim=1)
+        if self.parallel.sum(float(broken.sum())) > 0:
+            if broken.any():
+                row = int(broken.nonzero()[0])
+                bad = values[row][~torch.isfinite(values[row])][0]
+                where = f"became {float(bad)} at epoch {self._first_pending + row}"
+            else:
+                where = f"broke on another rank by epoch {self._first_pending + len(values) - 1}"
+            raise FloatingPointError(f"{self.description}: training loss {where}")
+        self.last = values[-1]
+
+    def final_losses(self) -> list[float]:
+        """The last epoch's loss per model (summed over the ranks); NaN before any epoch."""
+        self.check()
+        if self.last is None:
+            return [float("nan")]
+        return [self.parallel.sum(float(value)) for value in self.last]
 
 
 def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -105,7 +155,7 @@ def train_classifier(
     n = len(images)
     steps = 0
     images_seen = 0
-    loss_value = float("nan")
+    watch = LossWatch(description, recipe.epochs, parallel)
     start = time.perf_counter()
     bar = tqdm(range(recipe.epochs), desc=description, disable=not (progress and parallel.is_main), leave=False)
     for epoch in bar:
@@ -131,12 +181,11 @@ def train_classifier(
             parallel.sync_gradients(model.parameters())
             optimizer.step()
             steps += 1
-        loss_value = parallel.sum(float(loss.detach()))
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"{description}: training loss became {loss_value} at epoch {epoch}")
+        watch.add(epoch, loss)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
-    return TrainStats(final_loss=loss_value, seconds=time.perf_counter() - start, steps=steps, images_seen=images_seen)
+    (final_loss,) = watch.final_losses()
+    return TrainStats(final_loss=final_loss, seconds=time.perf_counter() - start, steps=steps, images_seen=images_seen)
 
 
 @torch.no_grad()

@@ -20,7 +20,6 @@ grouped convolution being slower than the models' convolutions one after another
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -29,7 +28,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from data.numerics import FP32, Numerics
-from evaluation.train import Augment, EpochSampler, TrainRecipe, TrainStats, classification_loss
+from evaluation.train import Augment, EpochSampler, LossWatch, TrainRecipe, TrainStats, classification_loss
 
 
 def can_vectorize(model: nn.Module) -> str | None:
@@ -96,7 +95,7 @@ def train_classifiers_vectorized(
     decay_epoch = int(recipe.epochs * recipe.decay_at)
     n = len(images)
     steps = images_seen = 0
-    losses = [float("nan")] * len(models)
+    watch = LossWatch(description, recipe.epochs)
     start = time.perf_counter()
     for epoch in range(recipe.epochs):
         if epoch == decay_epoch and epoch > 0:
@@ -132,15 +131,13 @@ def train_classifiers_vectorized(
             torch.stack(per_model).sum().backward()
             optimizer.step()
             steps += 1
-        losses = [float(loss.detach()) for loss in per_model]
-        bad = [value for value in losses if not math.isfinite(value)]
-        if bad:
-            raise FloatingPointError(f"{description}: training loss became {bad[0]} at epoch {epoch}")
+        watch.add(epoch, torch.stack(per_model))
         if on_epoch_end is not None:
             copy_back(models, params, buffers)
             on_epoch_end(epoch)
     copy_back(models, params, buffers)
     seconds = time.perf_counter() - start
+    losses = watch.final_losses() if recipe.epochs > 0 else [float("nan")] * len(models)
     return [TrainStats(final_loss=loss, seconds=seconds, steps=steps, images_seen=images_seen) for loss in losses]
 
 

@@ -11,8 +11,8 @@ from data.numerics import Numerics
 from data.seeding import derive_seed, make_generator, seeded_torch
 from evaluation.augment import dsa_augmenter
 from evaluation.models import create_model
-from evaluation.protocols import get_protocol
-from evaluation.train import TrainRecipe, accuracy, train_classifier
+from evaluation.protocols import Execution, get_protocol
+from evaluation.train import FINITE_CHECK_EVERY, LossWatch, TrainRecipe, accuracy, train_classifier
 from evaluation.vectorized import can_vectorize, train_classifiers_vectorized
 
 
@@ -65,7 +65,7 @@ def test_a_protocol_gives_the_same_accuracies_vectorized(digits) -> None:
     protocol = get_protocol("fast")
     protocol = dataclasses.replace(protocol, recipe=dataclasses.replace(protocol.recipe, epochs=8))
     sequential = protocol.evaluate(selected, val, seed=4)
-    vectorized = protocol.evaluate(selected, val, seed=4, vectorize=True)
+    vectorized = protocol.evaluate(selected, val, seed=4, execution=Execution(vectorize=True))
     assert vectorized.details["vectorized_models"] == ["convnet3"]
     assert "vectorized_models" not in sequential.details
     # Float summation order differs (one grouped convolution): allow two validation images.
@@ -73,6 +73,50 @@ def test_a_protocol_gives_the_same_accuracies_vectorized(digits) -> None:
         vectorized.per_model["convnet3"].accuracies, sequential.per_model["convnet3"].accuracies, strict=True
     ):
         assert abs(a - b) <= 2 / len(val) + 1e-9
+
+
+def test_compiled_training_equals_eager_training(digits) -> None:
+    images, labels = _subset(digits, 6)
+    recipe = TrainRecipe(epochs=3, batch_size=32)
+    eager, compiled = (_models("mlp", 1, digits[0].image_shape, 10)[0] for _ in range(2))
+    compiled.compile()
+    for model in (eager, compiled):
+        train_classifier(model, images, labels, recipe, generator=make_generator(0), augment=dsa_augmenter(False))
+    for (name, a), (_, b) in zip(eager.state_dict().items(), compiled.state_dict().items(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+    assert accuracy(compiled, images, labels) == accuracy(eager, images, labels)
+
+
+def test_a_protocol_records_compiled_models_and_refuses_compile_with_vectorize(digits) -> None:
+    from condense import create_method
+    from data.synthetic import Budget
+    from evaluation.protocols import derive_protocol
+
+    train, val, _test = digits
+    selected = create_method("random").condense(train, Budget(ipc=2), seed=0)
+    protocol = derive_protocol(get_protocol("fast"), {"models": ["mlp"], "num_models": 1, "recipe.epochs": 4})
+    eager = protocol.evaluate(selected, val, seed=1)
+    compiled = protocol.evaluate(selected, val, seed=1, execution=Execution(compile=True))
+    assert compiled.details["compiled_models"] == ["mlp"] and "compiled_models" not in eager.details
+    (a,), (b,) = compiled.per_model["mlp"].accuracies, eager.per_model["mlp"].accuracies
+    assert abs(a - b) <= 2 / len(val) + 1e-9
+    with pytest.raises(ValueError, match="vectorize and compile cannot be combined"):
+        Execution(vectorize=True, compile=True)
+
+
+def test_the_loss_watch_names_the_first_broken_epoch_without_waiting_every_epoch() -> None:
+    epochs = FINITE_CHECK_EVERY + 5
+    watch = LossWatch("student", epochs)
+    for epoch in range(FINITE_CHECK_EVERY - 1):
+        watch.add(epoch, torch.tensor(1.0 if epoch != 3 else float("nan")))
+    assert watch.last is None  # nothing checked yet: no wait for the device so far
+    with pytest.raises(FloatingPointError, match="student: training loss became nan at epoch 3"):
+        watch.add(FINITE_CHECK_EVERY - 1, torch.tensor(1.0))
+    finite = LossWatch("ok", 2)
+    finite.add(0, torch.tensor([1.0, 2.0]))
+    finite.add(1, torch.tensor([0.5, 0.25]))
+    assert finite.final_losses() == [0.5, 0.25]
+    assert LossWatch("none", 0).final_losses() != LossWatch("none", 0).final_losses()  # NaN before any epoch
 
 
 def test_models_that_draw_from_the_global_generator_are_not_vectorized() -> None:

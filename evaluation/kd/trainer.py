@@ -34,6 +34,7 @@ from evaluation.kd.hooks import FeatureHooks
 from evaluation.kd.losses import KDBatch, KDLoss, create_kd_loss
 from evaluation.models import create_model
 from evaluation.parallel import DataParallel, single_or
+from evaluation.train import LossWatch
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def run_epochs(
     steps_per_epoch = math.ceil(num_images / recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
     steps = 0
-    loss_value = float("nan")
+    watch = LossWatch(description, recipe.epochs, parallel)
     start = time.perf_counter()
     for epoch in tqdm(range(recipe.epochs), desc=description, disable=not (progress and parallel.is_main), leave=False):
         order = orders[epoch] if orders is not None else torch.randperm(num_images, generator=generator)
@@ -144,10 +145,9 @@ def run_epochs(
             parallel.sync_gradients(parameters)
             optimizer.step()
             steps += 1
-        loss_value = parallel.sum(float(loss.detach()))
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"{description}: training loss became {loss_value} at epoch {epoch}")
-    return StudentStats(final_loss=loss_value, seconds=time.perf_counter() - start, steps=steps)
+        watch.add(epoch, loss)
+    (final_loss,) = watch.final_losses()
+    return StudentStats(final_loss=final_loss, seconds=time.perf_counter() - start, steps=steps)
 
 
 def distill_student(

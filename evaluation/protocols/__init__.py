@@ -14,6 +14,7 @@ from typing import Any
 from evaluation.protocols.base import (
     EvaluationProtocol,
     EvaluationResult,
+    Execution,
     ModelResult,
     changed_fields,
     derived_name,
@@ -36,7 +37,8 @@ def evaluate_set(compressed: Any, test: Any, protocol: EvaluationProtocol, **opt
 
     ``options`` are :meth:`EvaluationProtocol.evaluate`'s: ``seed`` (required), ``device``,
     ``progress``, ``train`` (image protocols' soft labels need it for the teacher), ``val`` (graph
-    protocols report the epoch of the best validation score) and ``parallel`` (a torchrun group).
+    protocols report the epoch of the best validation score), ``parallel`` (a torchrun group) and
+    ``execution`` (:class:`Execution`: vectorized or compiled training, same results).
     """
     return protocol.evaluate(compressed, test, **options)
 
@@ -46,6 +48,7 @@ __all__ = [
     "PROTOCOL_TYPES",
     "EvaluationProtocol",
     "EvaluationResult",
+    "Execution",
     "GraphModelResult",
     "GraphProtocol",
     "ImageModelResult",

@@ -76,7 +76,7 @@ class EvaluationProtocol(ABC):
         train: Any = None,
         val: Any = None,
         parallel: DataParallel | None = None,
-        vectorize: bool = False,
+        execution: Execution | None = None,
     ) -> EvaluationResult:
         """Train every evaluation model on ``compressed``; test each once on ``test``.
 
@@ -89,16 +89,39 @@ class EvaluationProtocol(ABC):
             train: the whole training split (soft labels: the teacher's data).
             val: the validation split (graphs: the epoch is selected on it).
             parallel: the torchrun group training each model together (``None``: one process).
-            vectorize: train a model's ``num_models`` runs as one vectorized model where the
-                protocol supports it (hard-label images: :mod:`evaluation.vectorized`); the
-                results equal the sequential ones up to float summation order.
+            execution: how the models train where the protocol supports it (:class:`Execution`;
+                ``None``: one by one, eager): the same results up to float rounding.
         """
-        request = EvaluationRequest(test, seed, torch.device(device), progress, train, val, parallel, vectorize)
+        request = EvaluationRequest(
+            test, seed, torch.device(device), progress, train, val, parallel, execution or Execution()
+        )
         return self.run(compressed, request)
 
     @abstractmethod
     def run(self, compressed: Any, request: EvaluationRequest) -> EvaluationResult:
         """What :meth:`evaluate` does for this kind of protocol."""
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a protocol's models are run, never what they compute: every choice here gives the
+    default's results up to float rounding, so none is part of a protocol's identity or a cell's
+    key (like ``device``). The hard-label image protocols honour them; the others ignore them.
+
+    Attributes:
+        vectorize: train a model's ``num_models`` runs as one vectorized model
+            (:mod:`evaluation.vectorized`).
+        compile: ``torch.compile`` each model before training and testing it (TorchInductor;
+            compiles once per architecture and input shape, then reuses the kernels). Not with
+            ``vectorize``, nor under torchrun.
+    """
+
+    vectorize: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.vectorize and self.compile:
+            raise ValueError("vectorize and compile cannot be combined; choose one")
 
 
 @dataclass(frozen=True)
@@ -112,7 +135,7 @@ class EvaluationRequest:
     train: Any = None
     val: Any = None
     parallel: DataParallel | None = None
-    vectorize: bool = False
+    execution: Execution = Execution()
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,7 @@ class ImageProtocol(EvaluationProtocol):
 
         start = time.perf_counter()
         per_model: dict[str, ModelResult] = {}
-        vectorized_models = []
+        vectorized_models, compiled_models = [], []
         for model_name in self.models:
             model_start = time.perf_counter()
             seeds = [derive_seed("evaluate", seed, model_name, index) for index in range(self.num_models)]
@@ -177,8 +177,14 @@ class ImageProtocol(EvaluationProtocol):
                 else None
                 for model in models
             ]
+            execution = request.execution
+            compile_models = execution.compile and parallel is None
+            if compile_models:
+                for model in models:
+                    model.compile()
+                compiled_models.append(model_name)
             options = dict(recipe=recipe, augment=augment, device=device, numerics=self.numerics)
-            vectorize = request.vectorize and parallel is None and len(models) > 1
+            vectorize = execution.vectorize and parallel is None and len(models) > 1
             unvectorizable = can_vectorize(models[0]) if vectorize else None
             if unvectorizable is not None:
                 logger.info("%s: %s trains sequentially: %s", self.name, model_name, unvectorizable)
@@ -225,7 +231,11 @@ class ImageProtocol(EvaluationProtocol):
                 lr=lr,
                 used_learned_lr=used_learned_lr,
             )
-        details = {"vectorized_models": vectorized_models} if vectorized_models else {}
+        details = {
+            name: models
+            for name, models in (("vectorized_models", vectorized_models), ("compiled_models", compiled_models))
+            if models
+        }
         return EvaluationResult(
             protocol=self.name,
             per_model=per_model,
