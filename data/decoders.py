@@ -47,8 +47,9 @@ def expand_partitions(images: Tensor, labels: Tensor, factor: int) -> tuple[Tens
     return torch.cat(cells), labels.repeat(*repeats)
 
 
-def downscale_into_cells(images: list[Tensor], factor: int) -> Tensor:
-    """The inverse layout: ``factor**2`` equally shaped batches down-sampled into one mosaic batch."""
+def downscale_into_cells(images: list[Tensor], factor: int, mode: str = "bilinear") -> Tensor:
+    """The inverse layout: ``factor**2`` equally shaped batches down-sampled (``mode``, as
+    ``F.interpolate`` takes it) into one mosaic batch."""
     if len(images) != factor * factor:
         raise ValueError(f"need {factor * factor} batches for a {factor}x{factor} mosaic, got {len(images)}")
     height, width = images[0].shape[-2:]
@@ -56,7 +57,8 @@ def downscale_into_cells(images: list[Tensor], factor: int) -> Tensor:
     mosaic = torch.zeros_like(images[0])
     for index, batch in enumerate(images):
         row, col = divmod(index, factor)
-        small = F.interpolate(batch, size=(cell_h, cell_w), mode="bilinear", align_corners=False)
+        corners = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+        small = F.interpolate(batch, size=(cell_h, cell_w), mode=mode, **corners)
         mosaic[..., row * cell_h : (row + 1) * cell_h, col * cell_w : (col + 1) * cell_w] = small
     return mosaic
 

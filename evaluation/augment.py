@@ -169,6 +169,27 @@ def dsa_augment(
     return out
 
 
+def dsa_augment_every_op(
+    images: Tensor,
+    strategy: str,
+    generator: torch.Generator,
+    *,
+    shared: bool = True,
+    params: DSAParams = DSAParams(),
+) -> Tensor:
+    """Apply every op of ``strategy`` in its order (mode 'M'), each with its own draw.
+
+    The form of IDC's ``DiffAug`` that NCFM matches through: for ``color_crop_cutout`` it
+    always applies colour, then its one other op (crop), then cutout.
+    """
+    draws = 1 if shared else len(images)
+    out = images
+    for name in parse_strategy(strategy):
+        for op in _OPS[name]:
+            out = op(out, params, generator, draws)
+    return out
+
+
 def dsa_augmenter(flip: bool) -> Callable[[Tensor, torch.Generator], Tensor]:
     """Per-image DSA with the reference strategy, flipping only where ``flip`` (the dataset's
     policy): the ``augment(batch, generator)`` of evaluation, teacher and student training."""

@@ -58,8 +58,9 @@ class TeacherConfig:
     Attributes:
         model: registry name of the teacher network.
         epochs: training epochs on the whole training split.
-        lr: SGD learning rate (momentum 0.9, one x0.1 decay at half-way).
+        lr: SGD learning rate.
         momentum: SGD momentum.
+        decay_at, decay_factor: the one step decay of the learning rate (at half-way, x0.1).
         weight_decay: SGD weight decay.
         batch_size: training batch.
         augmentation: ``"dsa"`` (per-image DSA, no flip on digit datasets) or ``"none"``.
@@ -76,6 +77,8 @@ class TeacherConfig:
     weight_decay: float = 5e-4
     batch_size: int = 256
     augmentation: Literal["dsa", "none"] = "dsa"
+    decay_at: float = 0.5
+    decay_factor: float = 0.1
     seed: int = 0
     path: str | None = None
     cache_dir: str | None = None
@@ -87,12 +90,17 @@ class TeacherConfig:
             raise ValueError(f"teacher lr must be a positive number, got {self.lr}")
         if self.augmentation not in ("dsa", "none"):
             raise ValueError(f"teacher augmentation must be 'dsa' or 'none', got {self.augmentation!r}")
+        TrainRecipe(epochs=self.epochs, decay_at=self.decay_at, decay_factor=self.decay_factor)  # checks them
 
     def key_dict(self) -> dict[str, Any]:
         """The fields that determine the trained weights (not where files live)."""
         data = dataclasses.asdict(self)
         data.pop("cache_dir")
         data.pop("path")
+        # Fields added after caches existed enter the key only when changed, so those stay valid.
+        for name, default in (("decay_at", 0.5), ("decay_factor", 0.1)):
+            if data[name] == default:
+                data.pop(name)
         return data
 
 
@@ -151,7 +159,8 @@ def cache_key(config: TeacherConfig, train: ImageDataset) -> str:
     return f"{train.name}_{config.model}_{digest}"
 
 
-def _new_model(config: TeacherConfig, train: ImageDataset, device: torch.device) -> nn.Module:
+def untrained_model(config: TeacherConfig, train: ImageDataset, device: torch.device | str = "cpu") -> nn.Module:
+    """The teacher's network before training: the same initial weights every time (its seed)."""
     with seeded_torch(derive_seed("teacher", config.seed, config.model), device):
         return create_model(
             config.model,
@@ -217,7 +226,7 @@ def _load_entry(
         folder.name,
     ):
         raise ValueError(f"{folder}: foreign or outdated teacher entry")
-    model = _new_model(config, train, device)
+    model = untrained_model(config, train, device)
     load_weights(model, folder / WEIGHTS_NAME)
     return model, meta
 
@@ -237,7 +246,7 @@ def load_or_train_teacher(
     """
     device = torch.device(device)
     if config.path is not None:
-        model = _new_model(config, train, device)
+        model = untrained_model(config, train, device)
         load_weights(model, config.path)
         model.to(device)
         val_acc = accuracy(model, val.images, val.labels, device=device) if val is not None else None
@@ -254,13 +263,15 @@ def load_or_train_teacher(
     def build(tmp: Path) -> None:
         tmp.mkdir(parents=True)
         started = time.perf_counter()
-        model = _new_model(config, train, device)
+        model = untrained_model(config, train, device)
         recipe = TrainRecipe(
             epochs=config.epochs,
             lr=config.lr,
             momentum=config.momentum,
             weight_decay=config.weight_decay,
             batch_size=config.batch_size,
+            decay_at=config.decay_at,
+            decay_factor=config.decay_factor,
         )
         augment = dsa_augmenter(train.flip) if config.augmentation == "dsa" else None
 

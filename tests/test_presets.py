@@ -40,6 +40,7 @@ PUBLISHED = (
     | settings("datm", ("cifar100",), (1, 10, 50, 100))
     | settings("datm", ("tiny_imagenet",), (1, 10, 50))
     | settings("idm", CIFAR_TINY, (1, 10, 50))
+    | settings("ncfm", CIFAR_TINY, (1, 10, 50))
     | settings("dc", DIGITS_CIFAR, (1, 10, 50))
     | settings("dc", ("cifar100",), (1, 10))
     | settings("dsa", (*DIGITS_CIFAR, "cifar100"), (1, 10, 50))
@@ -139,6 +140,9 @@ SPOT_VALUES = {
     "idm/cifar100_ipc50": {"ce_weight": 0.1, "model_train_steps": 10},
     "idm/tiny_imagenet_ipc1": {"batch_real": 256, "net_generate_interval": 30},
     "idm/tiny_imagenet_ipc50": {"ce_weight": 0.8, "model_train_steps": 50, "accuracy_window": 1000},
+    "ncfm/cifar10_ipc10": {"optimizer": "adamw", "lr_img": 0.001, "num_freqs": 4096, "model": "convnet3"},
+    "ncfm/cifar100_ipc10": {"optimizer": "sgd", "lr_img": 0.01, "momentum_img": 0.5},
+    "ncfm/tiny_imagenet_ipc50": {"model": "convnetd4", "optimizer": "adamw"},
     "dc/mnist_ipc1": {"outer_loop": 1, "inner_loop": 1, "init": "noise", "dsa_strategy": "none"},
     "dc/cifar10_ipc10": {"outer_loop": 10, "inner_loop": 50},
     "dc/svhn_ipc50": {"outer_loop": 50, "inner_loop": 10},
