@@ -355,3 +355,80 @@ def test_prune_kd_alpha_follows_the_kept_fraction(digits, teacher_config: Teache
     assert get_protocol("soft_prune_kd").soft.teachers[0].model == "convnet3"
     assert get_protocol("soft_prune_kd_small").soft.teachers[0].model == "convnetw32"  # the teacher-size option
     assert get_protocol("soft_prune_ce").soft.label_source == "hard"
+
+
+def test_label_pruning_keeps_the_first_batches_and_students_draw_from_them(digits, teacher) -> None:
+    """LPLD: a store pruned at r keeps the first floor((1 - r) S) batches of the unpruned store, and
+    a student epoch draws its batches from that pool, never an epoch's last (short) batch."""
+    train, _, _ = digits
+    images, labels = train.images[:40], train.labels[:40]
+    recipe = StudentRecipe(epochs=10, optimizer="adamw", lr=1e-3, weight_decay=0.01, batch_size=16, schedule="cosine")
+    full_config = SoftLabelConfig(label_source="replay", augmentation="cutmix")
+    pruned_config = dataclasses.replace(full_config, label_pruning_ratio=0.8)
+    full = build_replay_store(teacher.model, images, full_config, recipe, generator=make_generator(3), flip=False)
+    pruned = build_replay_store(teacher.model, images, pruned_config, recipe, generator=make_generator(3), flip=False)
+    assert (full.total_batches, len(full.seeds), full.pruned) == (30, 30, False)
+    # int((1 - 0.8) * 30) is 5 in floating point, as in the official code.
+    assert (pruned.total_batches, len(pruned.seeds), len(pruned.orders), pruned.pruned) == (30, 5, 2, True)
+    assert pruned.seeds == full.seeds[:5]
+    for a, b in zip(pruned.logits, full.logits[:5], strict=True):
+        assert torch.equal(a, b)
+    # Logit rows of batches of 16, 16, 8 (epoch 0) and 16, 16 (epoch 1), fp16.
+    assert pruned.num_bytes() == (16 + 16 + 8 + 16 + 16) * 10 * 2 + 5 * 8 + 2 * 40 * 4 < full.num_bytes() / 4
+    orders, schedule = pruned.student_schedule(recipe.epochs, make_generator(0))
+    assert len(orders) == 10 and len(schedule) == 30
+    assert all(b in (0, 1, 3, 4) for b in schedule) and len(set(schedule)) > 1
+    for epoch, order in enumerate(orders):
+        expected = torch.cat([pruned.batch_indices(b) for b in schedule[3 * epoch : 3 * epoch + 3]])
+        assert torch.equal(order, expected) and len(order) == 48
+    student = _student()
+    loss = train_soft_student(
+        student,
+        images,
+        labels,
+        pruned_config,
+        recipe,
+        generator=make_generator(0),
+        num_classes=10,
+        flip=False,
+        replay=pruned,
+    )
+    assert math.isfinite(loss)
+    with pytest.raises(ValueError, match="label_pruning_ratio prunes a replay store"):
+        SoftLabelConfig(label_source="online", label_pruning_ratio=0.5)
+    with pytest.raises(ValueError, match="keeps none of the 30 batches"):
+        build_replay_store(
+            teacher.model,
+            images,
+            dataclasses.replace(full_config, label_pruning_ratio=0.99),
+            recipe,
+            generator=make_generator(3),
+            flip=False,
+        )
+
+
+def test_a_soft_lpld_cell_records_the_pruning_and_stores_fewer_label_bytes(
+    tmp_path: Path, teacher_config: TeacherConfig
+) -> None:
+    sizes = {}
+    for name in ("soft_replay", "soft_lpld"):
+        protocol = dataclasses.replace(
+            _digits_protocol(name, teacher_config),
+            recipe=dataclasses.replace(get_protocol("soft").recipe, epochs=40),
+        )
+        outcome = run_cell(
+            CellSpec(method="random", dataset="digits", protocol=protocol, seed=0, ipc=1),
+            results_dir=tmp_path,
+            device="cpu",
+            save_set=False,
+        )
+        config = outcome.record.to_dict()["protocol_config"]
+        sizes[name] = config["soft_run"]["label_bytes"]
+        if name == "soft_lpld":
+            assert config["soft"]["label_pruning_ratio"] == 0.975
+            assert config["soft_run"]["label_pruning_ratio"] == 0.975
+            assert (config["soft_run"]["stored_batches"], config["soft_run"]["total_batches"]) == (1, 40)
+        else:
+            assert "label_pruning_ratio" not in config["soft"]
+    # 40 epochs x 1 batch of 10 images: logits, seeds and orders of 40 batches against 1.
+    assert sizes == {"soft_replay": 40 * (10 * 10 * 2 + 8 + 10 * 4), "soft_lpld": 10 * 10 * 2 + 8 + 10 * 4}

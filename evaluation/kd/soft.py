@@ -12,7 +12,10 @@ Label sources (:attr:`SoftLabelConfig.label_source`):
   (which fixes its DSA draws, crop/flip and mix partner, lambda and box) and the teacher's
   logits (fp16) are generated once and stored, then every student replays them without a
   teacher (no PyTorch fetcher patch: the loop reads the stored orders). The store's bytes are
-  counted in the set's size.
+  counted in the set's size. With ``label_pruning_ratio`` r (LPLD, Xiao & He, NeurIPS 2024) only
+  the first ``floor((1 - r) S)`` of the ``S`` batches are stored, and each student epoch draws its
+  batches uniformly with replacement from that pool (``batch_to_epoch`` of the official
+  ``train_FKD_label_pruning_batch.py``, each epoch's last batch replaced by the one before it).
 
 Criteria: ``ce`` (hard), ``kl`` (``KL(p_t^T || p_s^T)``), ``sce`` (``-sum p_t^T log p_s^T``),
 ``mse_gt`` (EDC: ``mse_weight MSE(s, t) + ce_weight CE``), and ``kd`` (pruning + KD:
@@ -73,6 +76,8 @@ class SoftLabelConfig:
             protocol's recipe).
         schedule: ``step``, ``cosine`` or ``constant``.
         teachers: the teacher, or several (an ensemble of mean logits).
+        label_pruning_ratio: LPLD's r, the share of the replay store's batches pruned away
+            (``replay`` only; 0 keeps all, 0.975 is LPLD's 40x).
     """
 
     label_source: LabelSource = "online"
@@ -88,6 +93,7 @@ class SoftLabelConfig:
     optimizer: Literal["sgd", "adamw"] = "adamw"
     schedule: Literal["step", "cosine", "constant"] = "cosine"
     teachers: tuple[TeacherConfig, ...] = (TeacherConfig(),)
+    label_pruning_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value, valid in (
@@ -109,6 +115,12 @@ class SoftLabelConfig:
             raise ValueError(f"kd alphas must be in [0, 1], got {alphas}")
         if self.label_source != "hard" and not self.teachers:
             raise ValueError(f"label_source {self.label_source!r} needs at least one teacher")
+        if not 0 <= self.label_pruning_ratio < 1:
+            raise ValueError(f"label_pruning_ratio is a share in [0, 1), got {self.label_pruning_ratio}")
+        if self.label_pruning_ratio > 0 and self.label_source != "replay":
+            raise ValueError(
+                f"label_pruning_ratio prunes a replay store; label_source is {self.label_source!r}, not 'replay'"
+            )
 
     def alpha_for(self, kept_fraction: float) -> float | None:
         """The ``kd`` weight at ``kept_fraction`` (``None`` for the other criteria)."""
@@ -222,16 +234,53 @@ def _mix(values: Tensor, mix: MixParams | None) -> Tensor:
 
 @dataclass
 class ReplayStore:
-    """Per-epoch batch orders, per-batch augmentation seeds and teacher logits (fp16)."""
+    """Per-epoch batch orders, per-batch augmentation seeds and teacher logits (fp16).
+
+    Batches are numbered epoch by epoch (``batch_id = epoch * batches_per_epoch + position``).
+    A pruned store (LPLD) holds the first ``len(seeds)`` of ``total_batches`` batches, and the
+    orders of the epochs they come from.
+    """
 
     orders: list[Tensor]
     seeds: list[int]
     logits: list[Tensor]
+    batch_size: int = 0
+    batches_per_epoch: int = 0
+    total_batches: int = 0
+
+    @property
+    def pruned(self) -> bool:
+        """Whether some batches were pruned away (the students then draw from the pool)."""
+        return len(self.seeds) < self.total_batches
 
     def num_bytes(self) -> int:
         """Bytes of the stored labels and the parameters that replay them."""
         logits = sum(t.numel() * t.element_size() for t in self.logits)
         return logits + 8 * len(self.seeds) + sum(4 * len(o) for o in self.orders)
+
+    def batch_indices(self, batch_id: int) -> Tensor:
+        """The image indices of stored batch ``batch_id``."""
+        epoch, position = divmod(batch_id, self.batches_per_epoch)
+        return self.orders[epoch][position * self.batch_size : (position + 1) * self.batch_size]
+
+    def student_schedule(self, epochs: int, generator: torch.Generator) -> tuple[list[Tensor], list[int]]:
+        """Each student epoch's image order and the stored batch of each step.
+
+        Unpruned: the stored epochs in turn. Pruned: per epoch, ``batches_per_epoch`` batches drawn
+        uniformly with replacement from the pool, a draw of an epoch's last (possibly short) batch
+        replaced by the batch before it, as the official code does (with one batch per epoch there
+        is no shorter batch to avoid, and none is replaced).
+        """
+        if not self.pruned:
+            return self.orders[:epochs], list(range(len(self.seeds)))
+        orders, schedule = [], []
+        for _ in range(epochs):
+            ids = [int(i) for i in torch.randint(len(self.seeds), (self.batches_per_epoch,), generator=generator)]
+            if self.batches_per_epoch > 1:
+                ids = [i - 1 if (i + 1) % self.batches_per_epoch == 0 else i for i in ids]
+            orders.append(torch.cat([self.batch_indices(i) for i in ids]))
+            schedule.extend(ids)
+        return orders, schedule
 
 
 @torch.no_grad()
@@ -255,11 +304,23 @@ def build_replay_store(
     device = torch.device(device)
     teacher.to(device).eval()
     images = images.to(device)
-    store = ReplayStore([], [], [])
+    batches_per_epoch = math.ceil(len(images) / recipe.batch_size)
+    total = recipe.epochs * batches_per_epoch
+    kept = int((1 - config.label_pruning_ratio) * total)
+    if kept < 1:
+        raise ValueError(
+            f"label_pruning_ratio {config.label_pruning_ratio} keeps none of the {total} batches "
+            f"({recipe.epochs} epochs x {batches_per_epoch}); lower it"
+        )
+    store = ReplayStore([], [], [], recipe.batch_size, batches_per_epoch, total)
     for _ in range(recipe.epochs):
+        if len(store.seeds) == kept:
+            break
         order = torch.randperm(len(images), generator=generator)
         store.orders.append(order)
         for first in range(0, len(images), recipe.batch_size):
+            if len(store.seeds) == kept:
+                break
             batch_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
             inputs, _ = augment_batch(
                 images[order[first : first + recipe.batch_size].to(device)],
@@ -321,11 +382,15 @@ def train_soft_student(
     # stored logits, lam * t_i + (1 - lam) * t_j, and only then applies the temperature).
     stored = probabilities_as_logits(stored_logits.to(device)) if stored_logits is not None else None
     counter = {"step": 0}
+    orders = schedule = None
+    if replay is not None and source == "replay":
+        orders, schedule = replay.student_schedule(recipe.epochs, generator)
 
     def step(epoch: int, batch: Tensor) -> Tensor:
         batch = batch.to(device)
-        if replay is not None and source == "replay":
-            batch_seed = replay.seeds[counter["step"]]
+        stored_batch = schedule[counter["step"]] if schedule is not None else None
+        if stored_batch is not None:
+            batch_seed = replay.seeds[stored_batch]  # type: ignore[union-attr]
         else:
             batch_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         inputs, mix = augment_batch(images[batch], config, make_generator(batch_seed), flip)
@@ -335,7 +400,7 @@ def train_soft_student(
             with torch.no_grad():
                 teacher_logits = teacher(inputs)  # type: ignore[misc]
         elif source == "replay":
-            teacher_logits = parallel.local(replay.logits[counter["step"]]).to(device).float()  # type: ignore[union-attr]
+            teacher_logits = parallel.local(replay.logits[stored_batch]).to(device).float()  # type: ignore[union-attr,index]
         elif source == "stored":
             teacher_logits = parallel.local(_mix(stored[batch], mix))  # type: ignore[index]
         counter["step"] += 1
@@ -349,7 +414,7 @@ def train_soft_student(
         step,
         progress=progress,
         description=f"soft:{source}",
-        orders=replay.orders if (replay is not None and source == "replay") else None,
+        orders=orders,
         parallel=parallel,
     )
     return stats.final_loss
@@ -450,6 +515,10 @@ def evaluate_soft(
             parallel=parallel,
         )
         details["label_bytes"] = replay.num_bytes()
+        if replay.pruned:
+            details["label_pruning_ratio"] = config.label_pruning_ratio
+            details["stored_batches"] = len(replay.seeds)
+            details["total_batches"] = replay.total_batches
     alpha = config.alpha_for(kept_fraction)
     details["kd_alpha"] = alpha
     details["kept_fraction"] = kept_fraction

@@ -108,6 +108,8 @@ class ImageProtocol(EvaluationProtocol):
         data = super().config_dict()
         if self.soft is None:
             data.pop("soft")
+        elif not self.soft.label_pruning_ratio:  # the soft protocols older than it keep their identity
+            data["soft"].pop("label_pruning_ratio")
         if self.report == "final":  # the fair protocols' records keep their layout
             data.pop("report")
             data.pop("test_every")
