@@ -87,17 +87,36 @@ def functional_unroll(
     """
     params = start if start.requires_grad else start.detach().requires_grad_(True)
     for batch in batches:
-        index = batch.to(images.device)
-        inputs = images[index]
-        if augment is not None:
-            if generator is None:
-                raise ValueError("augment needs a generator")
-            inputs = augment(inputs, generator)
-        logits = functional_call(net, layout.unflatten(params), (inputs,))
-        loss = classification_loss(logits, targets[index])
-        (grad,) = torch.autograd.grad(loss, params, create_graph=create_graph)
+        grad = student_gradient(
+            net, layout, params, images, targets, batch, augment=augment, generator=generator, create_graph=create_graph
+        )
         params = params - lr * grad
     return params
+
+
+def student_gradient(
+    net: nn.Module,
+    layout: ParameterLayout,
+    params: Tensor,
+    images: Tensor,
+    targets: Tensor,
+    batch: Tensor,
+    *,
+    augment: Augment = None,
+    generator: torch.Generator | None = None,
+    create_graph: bool = True,
+) -> Tensor:
+    """``∇_θ CE(net(θ; aug(x_b)), y_b)`` at the flat parameters ``params`` (which require grad)."""
+    index = batch.to(images.device)
+    inputs = images[index]
+    if augment is not None:
+        if generator is None:
+            raise ValueError("augment needs a generator")
+        inputs = augment(inputs, generator)
+    logits = functional_call(net, layout.unflatten(params), (inputs,))
+    loss = classification_loss(logits, targets[index])
+    (grad,) = torch.autograd.grad(loss, params, create_graph=create_graph)
+    return grad
 
 
 def parameter_matching_loss(student_end: Tensor, expert_start: Tensor, expert_target: Tensor) -> Tensor:
@@ -173,6 +192,21 @@ class TrajectoryConfig(SynthesizerConfig):
 
 #: Config fields that say where to cache or checkpoint, not what is computed.
 LOCATION_FIELDS = frozenset({"checkpoint_dir", "checkpoint_every", "expert_cache_dir"})
+
+
+@dataclass
+class Unroll:
+    """One iteration's student unroll: the network, the expert's start and target parameters,
+    the students' targets, the index batches of its steps and their augmentation."""
+
+    net: nn.Module
+    layout: ParameterLayout
+    start: Tensor
+    target: Tensor
+    targets: Tensor
+    batches: list[Tensor]
+    augment: Augment
+    generator: torch.Generator
 
 
 @dataclass
@@ -293,6 +327,27 @@ class TrajectorySynthesizer(Synthesizer):
         """Training targets of the synthetic images (hard labels; DATM: softmax of learned logits)."""
         return run.labels
 
+    def student_batches(self, n: int, generator: torch.Generator) -> list[Tensor]:
+        """The index batches of one iteration's ``syn_steps`` student steps."""
+        return minibatch_indices(n, self.config.batch_syn, self.config.syn_steps, generator)
+
+    def match(self, unroll: Unroll, run: DistillationRun, state: TrajectoryState) -> tuple[float, Callable[[], None]]:
+        """One iteration's loss and the call that puts its gradients into the images and the lr
+        (run only if :meth:`accept` takes the loss): MTT back-propagates through the whole unroll."""
+        end = functional_unroll(
+            unroll.net,
+            unroll.layout,
+            unroll.start,
+            run.images,
+            unroll.targets,
+            state.syn_lr,
+            unroll.batches,
+            augment=unroll.augment,
+            generator=unroll.generator,
+        )
+        loss = parameter_matching_loss(end, unroll.start, unroll.target)
+        return float(loss.detach()), loss.backward
+
     def synthesize(self, run: DistillationRun) -> None:
         state = self._state
         if state is None:
@@ -330,27 +385,22 @@ class TrajectorySynthesizer(Synthesizer):
             low, high = self.start_epoch_bounds(iteration)
             start_epoch = int(torch.randint(low, high, (1,), generator=generator))
             state.start_epochs.append(start_epoch)
-            start = trajectory[start_epoch].to(run.device)
-            target = trajectory[start_epoch + config.expert_epochs].to(run.device)
-            batches = minibatch_indices(len(run.images), config.batch_syn, config.syn_steps, generator)
-            end = functional_unroll(
-                net,
-                layout,
-                start,
-                run.images,
-                self.targets(run, state),
-                state.syn_lr,
-                batches,
+            unroll = Unroll(
+                net=net,
+                layout=layout,
+                start=trajectory[start_epoch].to(run.device),
+                target=trajectory[start_epoch + config.expert_epochs].to(run.device),
+                targets=self.targets(run, state),
+                batches=self.student_batches(len(run.images), generator),
                 augment=augment,
                 generator=make_generator(run.next_dsa_seed(), "cpu"),
             )
-            loss = parameter_matching_loss(end, start, target)
-            value = float(loss.detach())
+            value, backward = self.match(unroll, run, state)
             optimizers = [optimizer_img, optimizer_lr, *extra]
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
             if self.accept(value):
-                loss.backward()
+                backward()
                 for optimizer in optimizers:
                     optimizer.step()
             else:

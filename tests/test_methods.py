@@ -39,6 +39,9 @@ SHRINK = {
     "expansion_end_epoch": 2,
     "model_train_steps": 1,
     "mipc": 20,
+    "num_premodels": 1,
+    "premodel_epochs": 2,
+    "num_freqs": 64,
 }
 IPC = 2
 

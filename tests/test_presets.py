@@ -41,6 +41,7 @@ PUBLISHED = (
     | settings("datm", ("tiny_imagenet",), (1, 10, 50))
     | settings("idm", CIFAR_TINY, (1, 10, 50))
     | settings("ncfm", CIFAR_TINY, (1, 10, 50))
+    | {("tesla", "cifar10", 1), ("tesla", "cifar100", 50)}
     | settings("dc", DIGITS_CIFAR, (1, 10, 50))
     | settings("dc", ("cifar100",), (1, 10))
     | settings("dsa", (*DIGITS_CIFAR, "cifar100"), (1, 10, 50))
@@ -143,6 +144,8 @@ SPOT_VALUES = {
     "ncfm/cifar10_ipc10": {"optimizer": "adamw", "lr_img": 0.001, "num_freqs": 4096, "model": "convnet3"},
     "ncfm/cifar100_ipc10": {"optimizer": "sgd", "lr_img": 0.01, "momentum_img": 0.5},
     "ncfm/tiny_imagenet_ipc50": {"model": "convnetd4", "optimizer": "adamw"},
+    "tesla/cifar10_ipc1": {"syn_steps": 50, "max_start_epoch": 5, "lr_lr": 1e-07, "zca": False, "batch_syn": None},
+    "tesla/cifar100_ipc50": {"syn_steps": 80, "max_start_epoch": 40, "batch_syn": 125, "zca": True, "lr_img": 1000.0},
     "dc/mnist_ipc1": {"outer_loop": 1, "inner_loop": 1, "init": "noise", "dsa_strategy": "none"},
     "dc/cifar10_ipc10": {"outer_loop": 10, "inner_loop": 50},
     "dc/svhn_ipc50": {"outer_loop": 50, "inner_loop": 10},

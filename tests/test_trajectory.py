@@ -61,7 +61,7 @@ def distilled(digits, cache) -> dict[str, SyntheticSet]:
 
 
 def test_the_trajectory_methods_are_registered():
-    assert {"mtt", "ftd", "datm"} <= set(TRAJECTORY)
+    assert {"mtt", "ftd", "datm", "tesla"} <= set(TRAJECTORY)
     for name in TRAJECTORY:
         assert create_method(name).family == "distillation" and METHODS.get(name).modality == "image"
 
@@ -246,10 +246,13 @@ def test_experts_shared_between_ftd_and_datm(distilled):
     assert distilled["ftd"].provenance["experts"]["key"] == distilled["datm"].provenance["experts"]["key"]
     # The first of the two trains the experts, the second reads them from the cache; the training is
     # charged to both.
-    charged = [distilled[name].provenance["precomputed"]["experts"] for name in TRAJECTORY if name != "mtt"]
+    charged = [distilled[name].provenance["precomputed"]["experts"] for name in ("ftd", "datm")]
     assert sorted(c["cache_hit"] for c in charged) == [False, True]
     assert charged[0]["seconds"] == charged[1]["seconds"] > 0
     assert distilled["mtt"].provenance["experts"]["key"] != distilled["ftd"].provenance["experts"]["key"]
+    # TESLA trains its students against MTT's experts (buffer.py): one cache entry serves both.
+    assert distilled["tesla"].provenance["experts"]["key"] == distilled["mtt"].provenance["experts"]["key"]
+    assert distilled["tesla"].provenance["precomputed"]["experts"]["cache_hit"] is True
 
 
 def test_deterministic(digits, cache, distilled):
@@ -296,6 +299,7 @@ def test_ipc1_beats_random_by_ten_points(distilled, digits, random_ipc1, name):
 #: (datm with lr_y 2.0: 93.2%, lr_y 0.5: 89.8%; mtt with the IPC 1 start epochs: 93.3%).
 IPC10_OVERRIDES = {
     "mtt": {"batch_syn": 20, "syn_steps": 20, "max_start_epoch": 8},
+    "tesla": {"batch_syn": 20, "syn_steps": 20, "max_start_epoch": 8},
     "ftd": {"batch_syn": 20, "syn_steps": 20, "max_start_epoch": 8},
     "datm": {"batch_syn": 20, "syn_steps": 20, "current_max_start_epoch": 4, "max_start_epoch": 8, "lr_y": 5.0},
 }
