@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from abc import abstractmethod
 from typing import Any, ClassVar
@@ -74,7 +73,7 @@ class Synthesizer(IPCDistiller):
 
     def config_dict(self) -> dict[str, Any]:
         """The resolved config without the checkpoint location fields."""
-        return {k: v for k, v in dataclasses.asdict(self.config).items() if k not in CHECKPOINT_FIELDS}
+        return {k: v for k, v in super().config_dict().items() if k not in CHECKPOINT_FIELDS}
 
     def distill(
         self,

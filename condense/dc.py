@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -158,6 +158,7 @@ class DCConfig(RealPassConfig):
     bn_images_per_class: int = 16
     dsa_strategy: str = "none"
     batch_classes: bool = False
+    added_fields: ClassVar[frozenset[str]] = frozenset({"batch_classes"})
 
     def __post_init__(self) -> None:
         super().__post_init__()

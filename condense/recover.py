@@ -11,6 +11,8 @@ The shared machinery of the decoupled methods:
   ``CE(f(x), y) + r_bn * sum_l w_l BN_l`` with the first BN layer weighted up, and clipping of
   the pixels to the valid range after each step;
 * :func:`crop_curriculum`: CDA's easy-to-hard schedule of the crop's lower scale;
+* :func:`class_bn_statistics`: LPLD's class-aware BN statistics of a teacher (one eval-mode pass
+  over the augmented training set), which class-wise recovery matches instead of the running ones;
 * :func:`teacher_config`: a method's squeeze fields as a cached teacher's config (see
   :mod:`evaluation.teachers`).
 """
@@ -40,18 +42,23 @@ class BNStatisticsHook:
 
     After every forward pass :attr:`distances` holds one scalar per layer, in module order. Use it
     as a context manager (or call :meth:`remove`) so the hooks do not outlive the recovery.
+    ``reference`` replaces the running statistics by other ``(mean, var)`` per layer (LPLD: one
+    class's, :func:`class_bn_statistics`).
 
     Raises:
         ValueError: ``net`` has no BatchNorm layer (there would be nothing to match).
     """
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, reference: Sequence[tuple[Tensor, Tensor]] | None = None) -> None:
         self.layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not self.layers:
             raise ValueError(
                 f"recovering from batch-norm statistics needs a teacher with BatchNorm layers; "
                 f"{type(net).__name__} has none (use a *_bn model, e.g. convnet_bn or resnet18_bn)"
             )
+        if reference is not None and len(reference) != len(self.layers):
+            raise ValueError(f"{len(reference)} reference statistics for {len(self.layers)} BatchNorm layers")
+        self.reference = reference
         self.distances: list[Tensor | None] = [None] * len(self.layers)
         self._handles = [layer.register_forward_hook(self._hook(i)) for i, layer in enumerate(self.layers)]
 
@@ -62,7 +69,10 @@ class BNStatisticsHook:
             flat = x.transpose(0, 1).reshape(channels, -1)
             mean = flat.mean(1)
             var = flat.var(1, unbiased=False)
-            running_mean, running_var = module.running_mean, module.running_var  # type: ignore[union-attr]
+            if self.reference is None:
+                running_mean, running_var = module.running_mean, module.running_var  # type: ignore[union-attr]
+            else:
+                running_mean, running_var = self.reference[index]
             self.distances[index] = torch.norm(running_mean - mean, 2) + torch.norm(running_var - var, 2)
 
         return hook
@@ -143,7 +153,8 @@ class RecoverSettings:
         lr: Adam's base lr (cosine decay to 0 over ``iterations``, no warm-up).
         r_bn: weight of the BN-matching term.
         first_bn_multiplier: weight of the first BN layer inside that term.
-        jitter: the roll is drawn from ``[0, jitter]`` pixels on both axes.
+        jitter: the roll is drawn from ``[0, jitter]`` pixels on both axes (SRe2L), or from
+            ``[-jitter, jitter]`` with ``signed_jitter`` (LPLD).
         flip: random horizontal flip per step.
         crop: random-resized-crop per step (with ``min_scale`` or the curriculum's scale).
         min_scale: the crop's lower scale when there is no curriculum.
@@ -161,6 +172,7 @@ class RecoverSettings:
     min_scale: float = 0.08
     curriculum: CurriculumKind | None = None
     milestone: float = 0.0
+    signed_jitter: bool = False
 
     def crop_scale(self, iteration: int) -> float:
         """The crop's lower scale at ``iteration``."""
@@ -190,6 +202,7 @@ def recover(
     compose: Callable[[Tensor], Tensor] | None = None,
     bounds: tuple[Tensor, Tensor] | None = None,
     trace: RecoverTrace | None = None,
+    bn_reference: Sequence[tuple[Tensor, Tensor]] | None = None,
 ) -> Tensor:
     """Optimize ``parameter`` so the teacher classifies ``compose(parameter)`` as ``labels`` with real BN statistics.
 
@@ -204,6 +217,8 @@ def recover(
         bounds: per-channel pixel bounds to clip ``parameter`` to after every step (``None``: no
             clipping, e.g. a compensator, which is clipped once added to its images).
         trace: collects the per-iteration CE, BN loss and crop scale.
+        bn_reference: the ``(mean, var)`` per BN layer to match instead of the running
+            statistics (class-wise recovery: the class's).
 
     Returns:
         The optimized ``parameter`` (detached).
@@ -213,7 +228,7 @@ def recover(
     rng = random.Random(seed)
     parameter = parameter.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([parameter], lr=settings.lr, betas=(0.5, 0.9), eps=1e-8)
-    with BNStatisticsHook(teacher) as hook:
+    with BNStatisticsHook(teacher, bn_reference) as hook:
         for iteration in range(settings.iterations):
             for group in optimizer.param_groups:
                 group["lr"] = 0.5 * (1 + math.cos(math.pi * iteration / settings.iterations)) * settings.lr
@@ -222,7 +237,8 @@ def recover(
             if settings.crop:
                 images = random_resized_crop(images, (scale, 1.0), rng)
             if settings.jitter:
-                shifts = (rng.randint(0, settings.jitter), rng.randint(0, settings.jitter))
+                low = -settings.jitter if settings.signed_jitter else 0
+                shifts = (rng.randint(low, settings.jitter), rng.randint(low, settings.jitter))
                 images = torch.roll(images, shifts=shifts, dims=(2, 3))
             if settings.flip and rng.random() < 0.5:
                 images = torch.flip(images, dims=(3,))
@@ -245,6 +261,75 @@ def recover(
                     f"recovery diverged at iteration {iteration} (loss {float(loss):.4g}); lower lr or r_bn"
                 )
     return parameter.detach()
+
+
+@torch.no_grad()
+def class_bn_statistics(
+    teacher: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    *,
+    generator: torch.Generator,
+    batch_size: int = 256,
+    momentum: float = 0.1,
+    crop: bool = True,
+    flip: bool = True,
+    device: torch.device | str = "cpu",
+) -> list[tuple[Tensor, Tensor]]:
+    """LPLD's class-aware BN statistics: per BN layer, ``(mean, var)`` of shape ``classes x channels``.
+
+    One pass of the teacher in eval mode over the training set in a random order (``generator``),
+    each image random-resized-cropped (scale 0.08 to 1) and flipped as the official
+    ``forward_once.py``'s training transform; for every class present in a batch, ``mu_c <- (1 - m)
+    mu_c + m mean_c`` and ``var_c`` likewise with the batch's biased variance of that class
+    (``ClassAwareBatchNorm2d``, ``m`` = BN's momentum 0.1), starting from 0 and 1.
+    """
+    teacher.eval()
+    layers = [m for m in teacher.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not layers:
+        raise ValueError("class-wise BN statistics need a teacher with BatchNorm layers")
+    stats = [
+        (
+            torch.zeros(num_classes, layer.num_features, device=device),
+            torch.ones(num_classes, layer.num_features, device=device),
+        )
+        for layer in layers
+    ]
+    current: dict[str, Tensor] = {}
+
+    def hook(index: int) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
+        def update(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            x, batch_labels = inputs[0], current["labels"]
+            means, variances = stats[index]
+            for label in batch_labels.unique().tolist():
+                rows = x[batch_labels == label]
+                means[label] = (1 - momentum) * means[label] + momentum * rows.mean(dim=(0, 2, 3))
+                variances[label] = (1 - momentum) * variances[label] + momentum * rows.var(
+                    dim=(0, 2, 3), unbiased=False
+                )
+
+        return update
+
+    handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
+    rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    try:
+        order = torch.randperm(len(images), generator=generator)
+        for first in range(0, len(images), batch_size):
+            index = order[first : first + batch_size]
+            if crop:
+                batch = torch.cat([random_resized_crop(images[i : i + 1], (0.08, 1.0), rng) for i in index.tolist()])
+            else:
+                batch = images[index].clone()
+            if flip:
+                flips = torch.tensor([rng.random() < 0.5 for _ in range(len(batch))])
+                batch[flips] = torch.flip(batch[flips], dims=(3,))
+            current["labels"] = labels[index].to(device)
+            teacher(batch.to(device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return stats
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,7 @@ from condense.recover import (
     RecoverTrace,
     bn_distance,
     class_batches,
+    class_bn_statistics,
     recover,
     require_batchnorm,
     teacher_config,
@@ -71,6 +72,11 @@ class SRe2LConfig(MethodConfig):
         min_scale: lower scale of those crops (official 0.08).
         relabel: ``none`` (hard labels; the protocol relabels) or ``stored`` (the set carries the
             squeeze teacher's probabilities on each recovered image).
+        class_wise: LPLD's recovery (Xiao & He, NeurIPS 2024, ``data_synthesis_tiny_class.py``):
+            batches of up to ``batch_size`` images of one class, whose BN statistics are matched
+            to that class's (:func:`condense.recover.class_bn_statistics`) instead of the
+            running ones; off: SRe2L's batches of one image per class.
+        signed_jitter: draw the roll from ``[-jitter, jitter]`` (LPLD) instead of ``[0, jitter]``.
     """
 
     squeeze_model: str = "resnet18_bn"
@@ -87,6 +93,9 @@ class SRe2LConfig(MethodConfig):
     crop: bool = False
     min_scale: float = 0.08
     relabel: Literal["none", "stored"] = "none"
+    class_wise: bool = False
+    signed_jitter: bool = False
+    added_fields: ClassVar[frozenset[str]] = frozenset({"class_wise", "signed_jitter"})
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.batch_size < 1 or self.squeeze_epochs < 1:
@@ -155,6 +164,7 @@ class SRe2L(IPCDistiller):
             flip=flips_for(c.flip, train),
             crop=c.crop,
             min_scale=c.min_scale,
+            signed_jitter=c.signed_jitter,
         )
 
     def distill(
@@ -183,22 +193,27 @@ class SRe2L(IPCDistiller):
         per_class: list[list[torch.Tensor]] = [[] for _ in range(train.num_classes)]
         noise_generator = make_generator(derive_seed(self.name, seed, "init"), "cpu")
         with ResourceMeter(device) as meter:
-            for index in range(ipc):
-                for classes in class_batches(train.num_classes, c.batch_size):
-                    noise = torch.randn((len(classes), *train.image_shape), generator=noise_generator).to(device)
-                    labels = torch.tensor(classes, device=device)
-                    images = recover(
-                        teacher.model,
-                        noise,
-                        labels,
-                        settings,
-                        seed=derive_seed(self.name, seed, "recover", index, classes[0]),
-                        bounds=bounds,
-                        trace=trace,
-                    )
-                    for row, label in enumerate(classes):
-                        per_class[label].append(images[row].cpu())
-                logger.info("%s: ipc index %d/%d recovered", self.name, index + 1, ipc)
+            if c.class_wise:
+                _class_wise(
+                    self.name, c, train, ipc, teacher, settings, seed, bounds, trace, per_class, noise_generator, device
+                )
+            else:
+                for index in range(ipc):
+                    for classes in class_batches(train.num_classes, c.batch_size):
+                        noise = torch.randn((len(classes), *train.image_shape), generator=noise_generator).to(device)
+                        labels = torch.tensor(classes, device=device)
+                        images = recover(
+                            teacher.model,
+                            noise,
+                            labels,
+                            settings,
+                            seed=derive_seed(self.name, seed, "recover", index, classes[0]),
+                            bounds=bounds,
+                            trace=trace,
+                        )
+                        for row, label in enumerate(classes):
+                            per_class[label].append(images[row].cpu())
+                    logger.info("%s: ipc index %d/%d recovered", self.name, index + 1, ipc)
         images = torch.stack([image for rows in per_class for image in rows])
         labels = class_labels(train.num_classes, ipc)
         provenance = self.provenance(train, seed, meter)
@@ -222,6 +237,54 @@ class SRe2L(IPCDistiller):
             synthetic = dataclasses.replace(synthetic, labels=soft)
             synthetic.validate(image_shape=train.image_shape, check_budget=False)
         return synthetic
+
+
+def _class_wise(
+    name: str,
+    config: SRe2LConfig,
+    train: ImageDataset,
+    ipc: int,
+    teacher: Any,
+    settings: RecoverSettings,
+    seed: int,
+    bounds: tuple[torch.Tensor, torch.Tensor],
+    trace: RecoverTrace,
+    per_class: list[list[torch.Tensor]],
+    noise_generator: torch.Generator,
+    device: torch.device,
+) -> None:
+    """LPLD's recovery: per class, chunks of up to ``batch_size`` images matched to the class's BN statistics.
+
+    The chunks hold exactly ``ipc`` images (the official loop makes every chunk full-size and can
+    overshoot ``ipc``). The class statistics depend on the teacher only (their pass is seeded by
+    the teacher's seed), so every cell of a teacher matches the same ones.
+    """
+    statistics = class_bn_statistics(
+        teacher.model,
+        train.images,
+        train.labels,
+        train.num_classes,
+        generator=make_generator(derive_seed("class-bn-statistics", teacher.config.seed), "cpu"),
+        flip=settings.flip,
+        device=device,
+    )
+    for label in range(train.num_classes):
+        reference = [(means[label], variances[label]) for means, variances in statistics]
+        for first in range(0, ipc, config.batch_size):
+            count = min(config.batch_size, ipc - first)
+            noise = torch.randn((count, *train.image_shape), generator=noise_generator).to(device)
+            images = recover(
+                teacher.model,
+                noise,
+                torch.full((count,), label, device=device),
+                settings,
+                seed=derive_seed(name, seed, "recover-class", label, first),
+                bounds=bounds,
+                trace=trace,
+                bn_reference=reference,
+            )
+            per_class[label].extend(images.cpu())
+        logger.info("%s: class %d/%d recovered", name, label + 1, train.num_classes)
 
 
 def recovery_summary(

@@ -34,7 +34,13 @@ Family = Literal["distillation", "selection", "reference"]
 
 @dataclasses.dataclass(frozen=True)
 class MethodConfig:
-    """Base of every method config (methods subclass it with their own typed fields)."""
+    """Base of every method config (methods subclass it with their own typed fields).
+
+    ``added_fields`` names fields added after records of the method existed: at their default they
+    are left out of :meth:`Method.config_dict`, so the cell keys of those records stay valid.
+    """
+
+    added_fields: ClassVar[frozenset[str]] = frozenset()
 
 
 class Method(ABC):
@@ -69,8 +75,13 @@ class Method(ABC):
         """Compress ``train`` to ``budget``; returns a validated set with provenance."""
 
     def config_dict(self) -> dict[str, Any]:
-        """The resolved config as plain JSON-able data."""
-        return dataclasses.asdict(self.config)
+        """The resolved config as plain JSON-able data (added fields only when changed)."""
+        data = dataclasses.asdict(self.config)
+        defaults = {f.name: f.default for f in dataclasses.fields(self.config)}
+        for name in self.config.added_fields:
+            if data[name] == defaults[name]:
+                data.pop(name)
+        return data
 
     def provenance(self, train: ImageDataset, seed: int, meter: ResourceMeter) -> dict[str, Any]:
         """The provenance block of a set this method made from ``train`` (see ``method_provenance``)."""

@@ -17,6 +17,7 @@ from condense.recover import (
     RecoverSettings,
     RecoverTrace,
     bn_distance,
+    class_bn_statistics,
     crop_curriculum,
     recover,
     teacher_config,
@@ -147,6 +148,66 @@ def test_sre2l_set_is_valid_and_records_the_teacher_and_the_bn_loss(digits, cach
     assert stored.labels.shape == (10, 10) and torch.allclose(stored.labels.sum(1), torch.ones(10))
     with pytest.raises(ValueError, match="ipc budget"):
         create_method("sre2l", **QUICK_SQUEEZE).condense(train, Budget(fraction=0.1), seed=0)
+
+
+def test_class_statistics_are_each_classes_bn_input_moments_and_the_hook_matches_them():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)).eval()
+    images, labels = torch.randn(12, 1, 6, 6), torch.tensor([0, 1, 2] * 4)
+    # momentum 1 and one batch: the statistics are the class's moments of the BN input.
+    ((means, variances),) = class_bn_statistics(
+        net, images, labels, 3, generator=torch.Generator(), batch_size=12, momentum=1.0, crop=False, flip=False
+    )
+    features = net[0](images).detach()
+    for label in range(3):
+        rows = features[labels == label]
+        torch.testing.assert_close(means[label], rows.mean((0, 2, 3)))
+        torch.testing.assert_close(variances[label], rows.var((0, 2, 3), unbiased=False))
+    # The default momentum moves 0/1 starting values by a tenth per batch holding the class.
+    ((slow_means, slow_variances),) = class_bn_statistics(
+        net, images, labels, 3, generator=torch.Generator(), batch_size=12, crop=False, flip=False
+    )
+    torch.testing.assert_close(slow_means, 0.1 * means)
+    torch.testing.assert_close(slow_variances, 0.9 + 0.1 * variances)
+    with BNStatisticsHook(net, [(means[1], variances[1])]) as hook:
+        net(images[labels == 1])
+        assert float(hook.loss(first_multiplier=1.0).detach()) < 1e-5
+        net(images[labels == 0])
+        assert float(hook.loss(first_multiplier=1.0).detach()) > 1e-3
+    with pytest.raises(ValueError, match="2 reference statistics for 1 BatchNorm layers"):
+        BNStatisticsHook(net, [(means[0], variances[0])] * 2)
+
+
+def test_class_wise_recovery_matches_each_classes_statistics_better_than_sre2ls(digits, cache):
+    """LPLD's recovery: batches of one class, BN matched to the class's statistics. Its images sit
+    closer to their own class's statistics than SRe2L's images of the same classes do."""
+    train, _, _ = digits
+    options = {**QUICK_SQUEEZE, "iterations": 100, "jitter": 1, "batch_size": 3}
+    class_wise = create_method("sre2l", **options, class_wise=True, signed_jitter=True)
+    lpld = class_wise.condense(train, Budget(ipc=4), seed=0)
+    sre2l = create_method("sre2l", **options).condense(train, Budget(ipc=4), seed=0)
+    assert lpld.images.shape == (40, *train.image_shape) and lpld.labels.tolist() == [
+        c for c in range(10) for _ in range(4)
+    ]
+    assert lpld.provenance["distillation"]["steps"] == 10 * 2 * 100  # chunks of 3 + 1 images per class
+    assert lpld.provenance["method_config"]["class_wise"] is True
+    assert "class_wise" not in sre2l.provenance["method_config"]
+    teacher = load_or_train_teacher(teacher_config("convnet_bn", 5, 0.05, 64), train).model
+    statistics = class_bn_statistics(
+        teacher, train.images, train.labels, 10, generator=torch.Generator().manual_seed(0)
+    )
+
+    def class_distance(synthetic: SyntheticSet) -> float:
+        total = 0.0
+        for label in range(10):
+            reference = [(m[label], v[label]) for m, v in statistics]
+            with torch.no_grad(), BNStatisticsHook(teacher, reference) as hook:
+                teacher(synthetic.images[synthetic.labels == label])
+                total += float(hook.loss())
+        return total / 10
+
+    # Measured (seed 0): 66.4 against 79.7.
+    assert class_distance(lpld) < 0.9 * class_distance(sre2l), (class_distance(lpld), class_distance(sre2l))
 
 
 def test_infer_budget_formula_matches_the_official_examples():
