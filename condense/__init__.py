@@ -32,6 +32,7 @@ from condense import mirage as _mirage  # noqa: F401 - registers mirage
 from condense import mtt as _mtt  # noqa: F401 - registers mtt
 from condense import ncfm as _ncfm  # noqa: F401 - registers ncfm
 from condense import rded as _rded  # noqa: F401 - registers rded
+from condense import selmatch as _selmatch  # noqa: F401 - registers selmatch
 from condense import sre2l as _sre2l  # noqa: F401 - registers sre2l and cda
 from condense import tesla as _tesla  # noqa: F401 - registers tesla
 from condense.presets import method_options

@@ -66,6 +66,19 @@ def minibatch_indices(n: int, batch_size: int | None, steps: int, generator: tor
     return batches
 
 
+def chunk_batches(n: int, batch_size: int | None, steps: int, generator: torch.Generator) -> list[Tensor]:
+    """TESLA's and SelMatch's batches: pop the last chunk of a permutation split into ``batch_size`` chunks,
+    drawing a new permutation when none is left."""
+    size = n if batch_size is None else min(batch_size, n)
+    chunks: list[Tensor] = []
+    batches = []
+    for _ in range(steps):
+        if not chunks:
+            chunks = list(torch.split(torch.randperm(n, generator=generator), size))
+        batches.append(chunks.pop())
+    return batches
+
+
 def functional_unroll(
     net: nn.Module,
     layout: ParameterLayout,
@@ -229,6 +242,8 @@ class TrajectorySynthesizer(Synthesizer):
 
     config: TrajectoryConfig
     expert_sharpness: ClassVar[Sharpness] = "none"
+    #: Whether the student may hold BatchNorm (in train mode: batch statistics; SelMatch).
+    batchnorm_students: ClassVar[bool] = False
     _state: TrajectoryState | None = None
 
     def config_dict(self) -> dict[str, Any]:
@@ -357,7 +372,7 @@ class TrajectorySynthesizer(Synthesizer):
         if experts.epochs < config.max_start_epoch - 1 + config.expert_epochs:
             raise ValueError(f"the experts have {experts.epochs} epochs; too few for the configured window")
         net = sample_network(config.model, run.train, run.derived_seed("student"), run.device)
-        if has_batchnorm(net):
+        if has_batchnorm(net) and not self.batchnorm_students:
             raise ValueError(
                 f"{config.model!r} has BatchNorm; the functional unroll supports norm layers without buffers"
             )

@@ -40,7 +40,14 @@ from torch import Tensor
 from torch.func import functional_call
 
 from condense._run import DistillationRun
-from condense.mtt import TrajectoryConfig, TrajectoryState, TrajectorySynthesizer, Unroll, student_gradient
+from condense.mtt import (
+    TrajectoryConfig,
+    TrajectoryState,
+    TrajectorySynthesizer,
+    Unroll,
+    chunk_batches,
+    student_gradient,
+)
 from data.methods import register_method
 
 ImageGradient = Literal["official", "exact"]
@@ -66,19 +73,6 @@ class TESLAConfig(TrajectoryConfig):
         super().__post_init__()
         if self.image_gradient not in ("official", "exact"):
             raise ValueError(f"image_gradient must be 'official' or 'exact', got {self.image_gradient!r}")
-
-
-def chunk_batches(n: int, batch_size: int | None, steps: int, generator: torch.Generator) -> list[Tensor]:
-    """The reference's batches: pop the last chunk of a permutation split into ``batch_size`` chunks,
-    drawing a new permutation when none is left."""
-    size = n if batch_size is None else min(batch_size, n)
-    chunks: list[Tensor] = []
-    batches = []
-    for _ in range(steps):
-        if not chunks:
-            chunks = list(torch.split(torch.randperm(n, generator=generator), size))
-        batches.append(chunks.pop())
-    return batches
 
 
 def constant_memory_gradients(

@@ -515,6 +515,8 @@ CONVNET_PRESETS: dict[str, dict[str, Any]] = {
     "convnetd4": {"depth": 4},
     "convnetd5": {"depth": 5},
     "convnet_bn": {"norm": "batchnorm"},
+    "convnetd2_bn": {"depth": 2, "norm": "batchnorm"},
+    "convnetd4_bn": {"depth": 4, "norm": "batchnorm"},
     "convnetw32": {"width": 32},
     "convnetw64": {"width": 64},
     "convnetw256": {"width": 256},

@@ -42,6 +42,9 @@ PUBLISHED = (
     | settings("idm", CIFAR_TINY, (1, 10, 50))
     | settings("ncfm", CIFAR_TINY, (1, 10, 50))
     | {("tesla", "cifar10", 1), ("tesla", "cifar100", 50)}
+    | settings("selmatch", ("cifar10",), (250, 500, 1000, 1500))
+    | settings("selmatch", ("cifar100",), (25, 50, 100, 150))
+    | settings("selmatch", ("tiny_imagenet",), (50, 100))
     | settings("dc", DIGITS_CIFAR, (1, 10, 50))
     | settings("dc", ("cifar100",), (1, 10))
     | settings("dsa", (*DIGITS_CIFAR, "cifar100"), (1, 10, 50))
@@ -146,6 +149,9 @@ SPOT_VALUES = {
     "ncfm/tiny_imagenet_ipc50": {"model": "convnetd4", "optimizer": "adamw"},
     "tesla/cifar10_ipc1": {"syn_steps": 50, "max_start_epoch": 5, "lr_lr": 1e-07, "zca": False, "batch_syn": None},
     "tesla/cifar100_ipc50": {"syn_steps": 80, "max_start_epoch": 40, "batch_syn": 125, "zca": True, "lr_img": 1000.0},
+    "selmatch/cifar10_ipc1000": {"alpha": 0.1, "beta": 0.2, "lr_img": 10000.0, "model": "convnet_bn"},
+    "selmatch/cifar100_ipc25": {"alpha": 0.8, "beta": 0.8, "syn_steps": 55, "batch_syn": 125},
+    "selmatch/tiny_imagenet_ipc100": {"alpha": 0.5, "beta": 0.7, "model": "convnetd4_bn", "syn_steps": 20},
     "dc/mnist_ipc1": {"outer_loop": 1, "inner_loop": 1, "init": "noise", "dsa_strategy": "none"},
     "dc/cifar10_ipc10": {"outer_loop": 10, "inner_loop": 50},
     "dc/svhn_ipc50": {"outer_loop": 50, "inner_loop": 10},

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from condense import create_method
 from condense._networks import sample_network
 from condense.experts import ParameterLayout
-from condense.mtt import Unroll, functional_unroll, parameter_matching_loss
-from condense.tesla import chunk_batches, constant_memory_gradients
+from condense.mtt import Unroll, chunk_batches, functional_unroll, parameter_matching_loss
+from condense.tesla import constant_memory_gradients
 from data.seeding import make_generator
 from evaluation.augment import dsa_augment, strategy_for
 
