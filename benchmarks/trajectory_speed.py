@@ -44,7 +44,7 @@ def run_case(
     from condense.mtt import Unroll, functional_unroll, minibatch_indices, parameter_matching_loss
     from condense.tesla import constant_memory_gradients
     from data import load_dataset
-    from data.provenance import ResourceMeter
+    from data.provenance import ResourceMeter, SavedTensorMeter
     from data.seeding import make_generator
     from evaluation.augment import dsa_augment, strategy_for
 
@@ -60,18 +60,7 @@ def run_case(
     lr = torch.tensor(0.01, device=dev, requires_grad=True)
     strategy = strategy_for(train.flip)
     generator = make_generator(0, "cpu")
-    live, graph_bytes = [0], [0]
-
-    class Saved:
-        """A tensor saved for backward, counted while autograd holds it."""
-
-        def __init__(self, tensor: torch.Tensor) -> None:
-            self.tensor, self.size = tensor, tensor.numel() * tensor.element_size()
-            live[0] += self.size
-            graph_bytes[0] = max(graph_bytes[0], live[0])
-
-        def __del__(self) -> None:
-            live[0] -= self.size
+    saved = SavedTensorMeter()
 
     def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         return dsa_augment(x, strategy, g, shared=False)
@@ -92,7 +81,7 @@ def run_case(
 
     def iteration(count_graph: bool) -> None:
         if count_graph:
-            with torch.autograd.graph.saved_tensors_hooks(Saved, lambda saved: saved.tensor):
+            with saved:
                 one_iteration()
         else:
             one_iteration()
@@ -114,7 +103,7 @@ def run_case(
         "batch_syn": batch_syn if batch_syn is not None else len(images),
         "parameters": layout.numel,
         "seconds_per_iteration": seconds,
-        "graph_bytes": graph_bytes[0],
+        "graph_bytes": saved.peak_bytes,
         "peak_bytes": meter.peak_memory_bytes,
         "memory_kind": meter.memory_kind,
         "device": device,

@@ -94,6 +94,42 @@ class _RssSampler(threading.Thread):
         return max(self.peak, _current_rss_bytes() or 0)
 
 
+class SavedTensorMeter:
+    """The most bytes autograd holds saved for backward passes at any one time, inside ``with``.
+
+    Device independent: what a method's graph costs in memory (MTT's grows with its unrolled steps,
+    TESLA's does not). A saved tensor counts from when autograd saves it until its graph is freed.
+    """
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.peak_bytes = 0
+        self._hooks: Any = None
+
+    def _pack(self, tensor: torch.Tensor) -> Any:
+        return _CountedTensor(self, tensor)
+
+    def __enter__(self) -> SavedTensorMeter:
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda saved: saved.tensor)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hooks.__exit__(*exc)
+
+
+class _CountedTensor:
+    """A tensor saved for backward, counted by its meter while autograd holds it."""
+
+    def __init__(self, meter: SavedTensorMeter, tensor: torch.Tensor) -> None:
+        self.meter, self.tensor, self.size = meter, tensor, tensor.numel() * tensor.element_size()
+        meter.live += self.size
+        meter.peak_bytes = max(meter.peak_bytes, meter.live)
+
+    def __del__(self) -> None:
+        self.meter.live -= self.size
+
+
 @dataclass
 class ResourceMeter:
     """Wall time and peak memory of a block: ``with ResourceMeter(device) as meter: ...``.

@@ -162,10 +162,18 @@ def dsa_augment(
     """
     names = parse_strategy(strategy)
     choice = int(torch.randint(len(names), (1,), generator=generator, device=generator.device))
+    return _apply(images, (names[choice],), generator, shared, params)
+
+
+def _apply(
+    images: Tensor, names: tuple[str, ...], generator: torch.Generator, shared: bool, params: DSAParams
+) -> Tensor:
+    """The ops ``names`` in order, each drawing its parameters once (``shared``) or per image."""
     draws = 1 if shared else len(images)
     out = images
-    for op in _OPS[names[choice]]:
-        out = op(out, params, generator, draws)
+    for name in names:
+        for op in _OPS[name]:
+            out = op(out, params, generator, draws)
     return out
 
 
@@ -182,12 +190,7 @@ def dsa_augment_every_op(
     The form of IDC's ``DiffAug`` that NCFM matches through: for ``color_crop_cutout`` it
     always applies colour, then its one other op (crop), then cutout.
     """
-    draws = 1 if shared else len(images)
-    out = images
-    for name in parse_strategy(strategy):
-        for op in _OPS[name]:
-            out = op(out, params, generator, draws)
-    return out
+    return _apply(images, parse_strategy(strategy), generator, shared, params)
 
 
 def dsa_augmenter(flip: bool) -> Callable[[Tensor, torch.Generator], Tensor]:

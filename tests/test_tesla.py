@@ -11,6 +11,7 @@ from condense._networks import sample_network
 from condense.experts import ParameterLayout
 from condense.mtt import Unroll, chunk_batches, functional_unroll, parameter_matching_loss
 from condense.tesla import constant_memory_gradients
+from data.provenance import SavedTensorMeter
 from data.seeding import make_generator
 from evaluation.augment import dsa_augment, strategy_for
 
@@ -100,20 +101,9 @@ def test_memory_holds_one_steps_graph_whatever_the_number_of_steps(digits) -> No
     """The bytes autograd keeps alive at once: TESLA's stay flat in syn_steps, MTT's grow."""
 
     def peak_saved_bytes(run) -> int:
-        live, peak = [0], [0]
-
-        class Saved:
-            def __init__(self, tensor: torch.Tensor) -> None:
-                self.tensor, self.size = tensor, tensor.numel() * tensor.element_size()
-                live[0] += self.size
-                peak[0] = max(peak[0], live[0])
-
-            def __del__(self) -> None:
-                live[0] -= self.size
-
-        with torch.autograd.graph.saved_tensors_hooks(Saved, lambda saved: saved.tensor):
+        with SavedTensorMeter() as meter:
             run()
-        return peak[0]
+        return meter.peak_bytes
 
     peaks = {}
     for steps in (2, 8):
