@@ -81,7 +81,8 @@ def test_builders_are_keyword_only() -> None:
 
 
 def test_list_models_pattern() -> None:
-    assert list_models("convnetd*") == [f"convnetd{d}" for d in range(1, 6)]
+    assert list_models("convnetd?") == [f"convnetd{d}" for d in range(1, 6)]
+    assert list_models("convnet*_bn") == ["convnet_bn", "convnetd2_bn", "convnetd4_bn"]
     assert set(list_models("resnet*")) == {"resnet18", "resnet18_bn"}
 
 
