@@ -224,7 +224,9 @@ class NCFM(Synthesizer):
 
     def synthesize(self, run: DistillationRun) -> None:
         config = self.config
-        premodels: list[Teacher] = self._premodels
+        premodels: list[Teacher] | None = getattr(self, "_premodels", None)
+        if not premodels:
+            raise RuntimeError("synthesize is called through distill, which trains or loads the premodels")
         initial = [
             {k: v.to(run.device) for k, v in untrained_model(p.config, run.train, run.device).named_parameters()}
             for p in premodels

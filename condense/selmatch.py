@@ -164,6 +164,8 @@ class SelMatch(TrajectorySynthesizer):
 
     def prepare(self, run: DistillationRun, state: TrajectoryState) -> None:
         """Fill each class with its window (selected rows first) and freeze the selected rows."""
+        if getattr(self, "_windows", None) is None:
+            raise RuntimeError("prepare is called through distill, which draws the difficulty windows")
         frozen = torch.zeros(len(run.images), dtype=torch.bool, device=run.device)
         with torch.no_grad():
             for label, (selected, distilled) in enumerate(self._windows):
