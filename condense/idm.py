@@ -24,7 +24,6 @@ partition (``factor=2``).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +34,7 @@ from condense._config import RealPassConfig
 from condense._data import initial_images
 from condense._run import DistillationRun
 from condense._synthesizer import Synthesizer
-from data.decoders import downscale_into_cells, expand_partitions
+from data.decoders import check_partitionable, downscale_into_cells, expand_partitions, partitioned
 from data.image import ImageDataset
 from data.methods import register_method
 from data.seeding import derive_seed, make_generator
@@ -125,9 +124,7 @@ class IDM(Synthesizer):
         factor = self.config.factor
         if factor == 1 or self.config.init == "noise":
             return super().initial_images(train, ipc, generator)
-        height, width = train.image_shape[-2:]
-        if height % factor or width % factor:
-            raise ValueError(f"{train.name} images ({height}x{width}) do not split into {factor}x{factor} cells")
+        check_partitionable(train.name, train.image_shape, factor)
         cells = [initial_images(train, ipc, "real", generator) for _ in range(factor * factor)]
         return downscale_into_cells(cells, factor)
 
@@ -141,10 +138,7 @@ class IDM(Synthesizer):
         progress: bool = False,
     ) -> SyntheticSet:
         """Distill, then mark the set as partitioned so the evaluation trains on the expanded images."""
-        synthetic = super().distill(train, ipc, seed=seed, device=device, progress=progress)
-        if self.config.factor > 1:
-            synthetic = dataclasses.replace(synthetic, decoder={"name": "partition", "factor": self.config.factor})
-        return synthetic
+        return partitioned(super().distill(train, ipc, seed=seed, device=device, progress=progress), self.config.factor)
 
     def synthesize(self, run: DistillationRun) -> None:
         config = self.config

@@ -41,7 +41,6 @@ Not reproduced, and why:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,8 +52,8 @@ from condense._config import SynthesizerConfig
 from condense._run import DistillationRun
 from condense._synthesizer import Synthesizer
 from data import ImageDataset
-from data.decoders import downscale_into_cells, expand_partitions
-from data.image import pixel_bounds
+from data.decoders import check_partitionable, downscale_into_cells, expand_partitions, partitioned
+from data.image import clamp_to_bounds, pixel_bounds
 from data.methods import register_method
 from data.seeding import make_generator
 from data.synthetic import SyntheticSet
@@ -174,9 +173,7 @@ class NCFM(Synthesizer):
 
     def initial_images(self, train: ImageDataset, ipc: int, generator: torch.Generator) -> Tensor:
         factor = self.config.factor
-        height, width = train.image_shape[-2:]
-        if height % factor or width % factor:
-            raise ValueError(f"{train.name} images ({height}x{width}) do not split into {factor}x{factor} cells")
+        check_partitionable(train.name, train.image_shape, factor)
         if self.config.init == "noise":
             noise = torch.randn((train.num_classes * ipc, *train.image_shape), generator=generator)
             pixels = (noise / 4 + 0.5).clamp(0, 1)
@@ -212,9 +209,7 @@ class NCFM(Synthesizer):
         ]
         synthetic = super().distill(train, ipc, seed=seed, device=device, progress=progress)
         charge_teachers(synthetic.provenance, self._premodels)
-        if self.config.factor > 1:
-            synthetic = dataclasses.replace(synthetic, decoder={"name": "partition", "factor": self.config.factor})
-        return synthetic
+        return partitioned(synthetic, self.config.factor)
 
     def _image_optimizer(self, run: DistillationRun) -> torch.optim.Optimizer:
         config = self.config
@@ -237,7 +232,7 @@ class NCFM(Synthesizer):
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
         )
-        low, high = pixel_bounds(run.train.mean, run.train.std, device=run.device)
+        bounds = pixel_bounds(run.train.mean, run.train.std, device=run.device)
         choices = make_generator(run.derived_seed("ncfm-premodel"), "cpu")
         augment_generator = make_generator(run.derived_seed("ncfm-augment"), "cpu")
         frequency_generator = make_generator(run.derived_seed("ncfm-frequencies"), run.device)
@@ -262,7 +257,7 @@ class NCFM(Synthesizer):
             blend_parameters(feature_net, initial[index], final[index], lam)
             teacher = premodels[index].model
             with torch.no_grad():
-                run.images.copy_(torch.maximum(torch.minimum(run.images, high), low))
+                run.images.copy_(clamp_to_bounds(run.images, bounds))
             total = torch.zeros((), device=run.device)
             for label in range(run.num_classes):
                 real = run.sampler.sample(label, config.batch_real)

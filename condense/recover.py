@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from data import ImageDataset
+from data.image import clamp_to_bounds
 from evaluation.models import create_model, list_models
 from evaluation.teachers import TeacherConfig
 
@@ -251,7 +252,7 @@ def recover(
             optimizer.step()
             if bounds is not None:
                 with torch.no_grad():
-                    parameter.copy_(torch.maximum(torch.minimum(parameter, bounds[1]), bounds[0]))
+                    parameter.copy_(clamp_to_bounds(parameter, bounds))
             if trace is not None:
                 trace.ce.append(float(ce.detach()))
                 trace.bn.append(float(bn.detach()))

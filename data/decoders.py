@@ -11,12 +11,18 @@ under the storage budget of N.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from data.image import clamp_to_bounds
+
+if TYPE_CHECKING:
+    from data.synthetic import SyntheticSet
 
 
 def expand_partitions(images: Tensor, labels: Tensor, factor: int) -> tuple[Tensor, Tensor]:
@@ -45,6 +51,21 @@ def expand_partitions(images: Tensor, labels: Tensor, factor: int) -> tuple[Tens
     ]
     repeats = (factor * factor,) + (1,) * (labels.ndim - 1)
     return torch.cat(cells), labels.repeat(*repeats)
+
+
+def check_partitionable(name: str, image_shape: tuple[int, ...] | torch.Size, factor: int) -> None:
+    """Raise ``ValueError`` unless dataset ``name``'s images (``... x H x W``) split into ``factor x factor`` cells."""
+    height, width = image_shape[-2:]
+    if height % factor or width % factor:
+        raise ValueError(f"{name} images ({height}x{width}) do not split into {factor}x{factor} cells")
+
+
+def partitioned(synthetic: SyntheticSet, factor: int) -> SyntheticSet:
+    """``synthetic`` marked as stored in ``factor x factor`` mosaics (unchanged for factor 1), so the
+    evaluation trains on the expanded images."""
+    if factor == 1:
+        return synthetic
+    return dataclasses.replace(synthetic, decoder={"name": "partition", "factor": factor})
 
 
 def downscale_into_cells(images: list[Tensor], factor: int, mode: str = "bilinear") -> Tensor:
@@ -82,7 +103,7 @@ def compensated_images(
         base = images[j * per_set : (j + 1) * per_set]
         for m in range(architectures):
             compensated = base + compensators[j * architectures + m]
-            decoded.append(torch.maximum(torch.minimum(compensated, bounds[1]), bounds[0]))
+            decoded.append(clamp_to_bounds(compensated, bounds))
     return torch.cat(decoded)
 
 

@@ -116,6 +116,11 @@ def pixel_bounds(
     return (0 - mean_t) / std_t, (1 - mean_t) / std_t
 
 
+def clamp_to_bounds(images: Tensor, bounds: tuple[Tensor, Tensor]) -> Tensor:
+    """``images`` clipped to per-channel ``(low, high)`` bounds (as :func:`pixel_bounds` gives them)."""
+    return torch.maximum(torch.minimum(images, bounds[1]), bounds[0])
+
+
 def class_balanced_indices(
     labels: Tensor, num_classes: int, fraction: float, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:
