@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +21,8 @@ from torch import Tensor
 
 from data.image import clamp_to_bounds
 
-if TYPE_CHECKING:
-    from data.synthetic import SyntheticSet
+#: A set dataclass with a ``decoder`` field (``data.synthetic.SyntheticSet``, not imported: it imports this).
+SetT = TypeVar("SetT")
 
 
 def expand_partitions(images: Tensor, labels: Tensor, factor: int) -> tuple[Tensor, Tensor]:
@@ -60,12 +60,12 @@ def check_partitionable(name: str, image_shape: tuple[int, ...] | torch.Size, fa
         raise ValueError(f"{name} images ({height}x{width}) do not split into {factor}x{factor} cells")
 
 
-def partitioned(synthetic: SyntheticSet, factor: int) -> SyntheticSet:
+def partitioned(synthetic: SetT, factor: int) -> SetT:
     """``synthetic`` marked as stored in ``factor x factor`` mosaics (unchanged for factor 1), so the
     evaluation trains on the expanded images."""
     if factor == 1:
         return synthetic
-    return dataclasses.replace(synthetic, decoder={"name": "partition", "factor": factor})
+    return dataclasses.replace(synthetic, decoder={"name": "partition", "factor": factor})  # type: ignore[type-var]
 
 
 def downscale_into_cells(images: list[Tensor], factor: int, mode: str = "bilinear") -> Tensor:
