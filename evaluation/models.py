@@ -50,7 +50,8 @@ __all__ = [
 ]
 
 ModelBuilder = Callable[..., nn.Module]
-MODELS: Registry[ModelBuilder] = Registry("model")
+#: The CIFAR backbones of the multi-backbone methods register themselves from ``evaluation.backbones``.
+MODELS: Registry[ModelBuilder] = Registry("model", providers=("evaluation.backbones",))
 
 NORMS = ("instancenorm", "batchnorm", "layernorm", "groupnorm", "none")
 ACTIVATIONS = ("relu", "sigmoid", "leakyrelu", "swish")
