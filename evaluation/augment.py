@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.transforms import v2
 
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 NO_FLIP_STRATEGY = "color_crop_cutout_scale_rotate"
@@ -202,3 +203,106 @@ def dsa_augmenter(flip: bool) -> Callable[[Tensor, torch.Generator], Tensor]:
         return dsa_augment(batch, strategy, generator, shared=False, params=params)
 
     return augment
+
+
+# ---------------------------------------------------------------------------------------------
+# The torchvision-style per-image crops of the decoupled methods' pipelines
+
+
+def _random_flips(images: Tensor, generator: torch.Generator) -> Tensor:
+    """Each image mirrored with probability 1/2 (``RandomHorizontalFlip``)."""
+    flips = (_uniform(len(images), generator, images) < 0.5).view(-1, 1, 1, 1)
+    return torch.where(flips, images.flip(3), images)
+
+
+def random_crop_flip(images: Tensor, generator: torch.Generator, *, padding: int, flip: bool) -> Tensor:
+    """``RandomCrop(size, padding)`` (zero padding) then ``RandomHorizontalFlip``, drawn per image.
+
+    The training transform of CIFAR pipelines (G-VBSM's and EDC's squeeze and statistics passes:
+    padding 4 on 32x32, 8 on 64x64). Zero padding of normalized images pads with the mean colour,
+    as torchvision's ``fill=0`` after ``Normalize`` does not (it pads before): the padded border
+    is the only difference.
+    """
+    n, _, h, w = images.shape
+    if padding:
+        padded = F.pad(images, (padding, padding, padding, padding))
+        tops = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=generator.device).to(images.device)
+        lefts = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=generator.device).to(images.device)
+        rows = (tops.view(n, 1) + torch.arange(h, device=images.device)).view(n, 1, h, 1)
+        cols = (lefts.view(n, 1) + torch.arange(w, device=images.device)).view(n, 1, 1, w)
+        images = padded.gather(2, rows.expand(n, padded.shape[1], h, padded.shape[3]))
+        images = images.gather(3, cols.expand(n, images.shape[1], h, w))
+    return _random_flips(images, generator) if flip else images
+
+
+def random_resized_crop_flip(
+    images: Tensor, generator: torch.Generator, *, scale: tuple[float, float], flip: bool
+) -> Tensor:
+    """``RandomResizedCrop(size, scale, ratio 3/4-4/3)`` (bilinear) then ``RandomHorizontalFlip``, per image.
+
+    Each image gets torchvision's box (ten tries of an area share in ``scale`` and a log-uniform
+    aspect ratio; the whole image when none fits), resampled to the image size by bilinear
+    ``grid_sample`` (no antialiasing).
+    """
+    n, _, h, w = images.shape
+    tries = 10
+    area = (
+        h * w * (scale[0] + (scale[1] - scale[0]) * torch.rand(n, tries, generator=generator, device=generator.device))
+    )
+    log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * torch.rand(
+        n, tries, generator=generator, device=generator.device
+    )
+    ratio = log_ratio.exp()
+    crop_w = torch.sqrt(area * ratio).round()
+    crop_h = torch.sqrt(area / ratio).round()
+    fits = (crop_w > 0) & (crop_w <= w) & (crop_h > 0) & (crop_h <= h)
+    first = torch.where(fits.any(1), fits.float().argmax(1), torch.full((n,), -1, device=fits.device))
+    pick = first.clamp_min(0).view(n, 1)
+    crop_w = torch.where(first >= 0, crop_w.gather(1, pick).view(n), torch.full((n,), float(w), device=fits.device))
+    crop_h = torch.where(first >= 0, crop_h.gather(1, pick).view(n), torch.full((n,), float(h), device=fits.device))
+    top = torch.floor(torch.rand(n, generator=generator, device=generator.device) * (h - crop_h + 1))
+    left = torch.floor(torch.rand(n, generator=generator, device=generator.device) * (w - crop_w + 1))
+    # The box as an affine map of grid_sample's [-1, 1] output coordinates (align_corners=False).
+    theta = torch.zeros(n, 2, 3, device=fits.device)
+    theta[:, 0, 0] = crop_w / w
+    theta[:, 0, 2] = (2 * left + crop_w) / w - 1
+    theta[:, 1, 1] = crop_h / h
+    theta[:, 1, 2] = (2 * top + crop_h) / h - 1
+    theta = theta.to(device=images.device, dtype=images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return _random_flips(images, generator) if flip else images
+
+
+def crop_padding(image_size: tuple[int, int] | torch.Size) -> int:
+    """The ``RandomCrop`` padding of CIFAR pipelines scaled to ``image_size``: an eighth of the side
+    (4 on 32x32, 8 on 64x64, 3 on 28x28, 1 on 8x8)."""
+    return max(1, min(int(image_size[0]), int(image_size[1])) // 8)
+
+
+def crop_flip_augmenter(flip: bool) -> Callable[[Tensor, torch.Generator], Tensor]:
+    """``RandomCrop`` with :func:`crop_padding` then a flip where ``flip``, per image: the
+    ``augment(batch, generator)`` of a teacher trained as G-VBSM/EDC squeeze their observers."""
+
+    def augment(batch: Tensor, generator: torch.Generator) -> Tensor:
+        return random_crop_flip(batch, generator, padding=crop_padding(batch.shape[2:]), flip=flip)
+
+    return augment
+
+
+def randaugment(images: Tensor, generator: torch.Generator, *, mean: Tensor, std: Tensor) -> Tensor:
+    """torchvision's ``RandAugment()`` (2 ops of magnitude 9 of 31) drawn per image on the pixels.
+
+    The images are taken back to ``[0, 1]`` with ``mean``/``std`` (``C``-element tensors),
+    augmented one by one under torch's global RNG seeded from ``generator`` (and restored after),
+    and normalized again. EDC applies it to the PIL images before ``ToTensor``; the float version
+    of torchvision's ops rounds differently.
+    """
+    mean, std = mean.view(1, -1, 1, 1).to(images), std.view(1, -1, 1, 1).to(images)
+    pixels = (images * std + mean).clamp(0, 1)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    transform = v2.RandAugment()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        augmented = torch.stack([transform(image) for image in pixels.cpu()]).to(images.device)
+    return (augmented - mean) / std

@@ -39,7 +39,7 @@ from data.cache import build_once, cache_dir
 from data.provenance import add_precomputed
 from data.seeding import derive_seed, make_generator, seeded_torch
 from data.untrusted import BadFileError, parse_json, read_limited
-from evaluation.augment import dsa_augmenter
+from evaluation.augment import crop_flip_augmenter, dsa_augmenter
 from evaluation.models import create_model
 from evaluation.train import TrainRecipe, accuracy, train_classifier
 
@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 #: Bump when teacher training changes, so old cache entries are not reused.
 TEACHER_FORMAT_VERSION = 1
 WEIGHTS_NAME = "teacher.safetensors"
+TEACHER_AUGMENTATIONS = ("dsa", "crop_flip", "none")
 META_NAME = "teacher.json"
 
 
@@ -63,7 +64,9 @@ class TeacherConfig:
         decay_at, decay_factor: the one step decay of the learning rate (at half-way, x0.1).
         weight_decay: SGD weight decay.
         batch_size: training batch.
-        augmentation: ``"dsa"`` (per-image DSA, no flip on digit datasets) or ``"none"``.
+        augmentation: ``"dsa"`` (per-image DSA, no flip on digit datasets), ``"crop_flip"``
+            (per-image ``RandomCrop`` with an eighth of the side as padding, then a flip where the
+            dataset allows: the CIFAR training transform of G-VBSM/EDC's squeeze) or ``"none"``.
         seed: the teacher's seed, independent of the cell seed so every cell shares it.
         path: a user's weights file (``.safetensors`` or a weights-only ``.pt`` state dict);
             when set nothing is trained and the other recipe fields are not used.
@@ -76,7 +79,7 @@ class TeacherConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
-    augmentation: Literal["dsa", "none"] = "dsa"
+    augmentation: Literal["dsa", "crop_flip", "none"] = "dsa"
     decay_at: float = 0.5
     decay_factor: float = 0.1
     seed: int = 0
@@ -88,8 +91,10 @@ class TeacherConfig:
             raise ValueError(f"teacher epochs and batch_size must be positive, got {self.epochs}, {self.batch_size}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"teacher lr must be a positive number, got {self.lr}")
-        if self.augmentation not in ("dsa", "none"):
-            raise ValueError(f"teacher augmentation must be 'dsa' or 'none', got {self.augmentation!r}")
+        if self.augmentation not in TEACHER_AUGMENTATIONS:
+            raise ValueError(
+                f"unknown teacher augmentation {self.augmentation!r}; valid: {', '.join(TEACHER_AUGMENTATIONS)}"
+            )
         TrainRecipe(epochs=self.epochs, decay_at=self.decay_at, decay_factor=self.decay_factor)  # checks them
 
     def key_dict(self) -> dict[str, Any]:
@@ -273,7 +278,8 @@ def load_or_train_teacher(
             decay_at=config.decay_at,
             decay_factor=config.decay_factor,
         )
-        augment = dsa_augmenter(train.flip) if config.augmentation == "dsa" else None
+        augmenters = {"dsa": dsa_augmenter, "crop_flip": crop_flip_augmenter}
+        augment = augmenters[config.augmentation](train.flip) if config.augmentation in augmenters else None
 
         train_classifier(
             model,
