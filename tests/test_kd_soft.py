@@ -411,24 +411,113 @@ def test_a_soft_lpld_cell_records_the_pruning_and_stores_fewer_label_bytes(
     tmp_path: Path, teacher_config: TeacherConfig
 ) -> None:
     sizes = {}
-    for name in ("soft_replay", "soft_lpld"):
+    for name in ("soft_replay", "soft_lpld", "kept_0.1"):
+        changes = {"label_pruning_ratio": 0.9} if name == "kept_0.1" else {}
         protocol = dataclasses.replace(
-            _digits_protocol(name, teacher_config),
+            _digits_protocol("soft_lpld" if name == "kept_0.1" else name, teacher_config, **changes),
             recipe=dataclasses.replace(get_protocol("soft").recipe, epochs=40),
         )
         outcome = run_cell(
             CellSpec(method="random", dataset="digits", protocol=protocol, seed=0, ipc=1),
-            results_dir=tmp_path,
+            results_dir=tmp_path / name,
             device="cpu",
             save_set=False,
         )
         config = outcome.record.to_dict()["protocol_config"]
         sizes[name] = config["soft_run"]["label_bytes"]
-        if name == "soft_lpld":
+        if name == "kept_0.1":  # LPLD at a kept fraction of 0.1: int((1 - 0.9) * 40) is 3 in floating point
+            assert config["soft_run"]["label_pruning_ratio"] == 0.9
+            assert (config["soft_run"]["stored_batches"], config["soft_run"]["total_batches"]) == (3, 40)
+        elif name == "soft_lpld":
             assert config["soft"]["label_pruning_ratio"] == 0.975
             assert config["soft_run"]["label_pruning_ratio"] == 0.975
             assert (config["soft_run"]["stored_batches"], config["soft_run"]["total_batches"]) == (1, 40)
         else:
             assert "label_pruning_ratio" not in config["soft"]
     # 40 epochs x 1 batch of 10 images: logits, seeds and orders of 40 batches against 1.
-    assert sizes == {"soft_replay": 40 * (10 * 10 * 2 + 8 + 10 * 4), "soft_lpld": 10 * 10 * 2 + 8 + 10 * 4}
+    batch_bytes = 10 * 10 * 2 + 8 + 10 * 4
+    assert sizes == {"soft_replay": 40 * batch_bytes, "soft_lpld": batch_bytes, "kept_0.1": 3 * batch_bytes}
+    assert sizes["kept_0.1"] <= 0.15 * sizes["soft_replay"]
+
+
+def test_the_epoch_cosine_schedule_and_the_undecayed_one_dimensional_parameters() -> None:
+    from evaluation.kd.trainer import lr_at, make_optimizer
+
+    recipe = StudentRecipe(epochs=10, lr=1.0, schedule="epoch_cosine", cosine_stretch=2.0, decay_all_parameters=False)
+    assert [round(lr_at(recipe, e, 0, 1), 6) for e in (0, 5, 10)] == [
+        1.0,
+        round((1 + math.cos(math.pi / 4)) / 2, 6),
+        0.5,
+    ]
+    student = _student()
+    groups = make_optimizer(list(student.parameters()), recipe).param_groups
+    assert all(p.dim() > 1 for p in groups[0]["params"]) and groups[0]["weight_decay"] == recipe.weight_decay
+    assert all(p.dim() == 1 for p in groups[1]["params"]) and groups[1]["weight_decay"] == 0.0
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(student.parameters()))
+
+
+def test_the_ema_student_is_the_average_of_the_parameters_after_every_step(digits, teacher, monkeypatch) -> None:
+    """EDC tests the EMA of the student: with decay d the tested weights are ``d a + (1 - d) p`` folded
+    over every step, computed here from the parameters the optimizer left after each step."""
+    from evaluation.kd import soft
+
+    train, _, _ = digits
+    images, labels = train.images[:20], train.labels[:20]
+    config = SoftLabelConfig(
+        label_source="online", criterion="mse_gt", ce_weight=0.025, augmentation="cutmix", ema_decay=0.9
+    )
+    recipe = StudentRecipe(epochs=3, optimizer="adamw", lr=1e-2, batch_size=10, schedule="cosine")
+    seen: list[list[torch.Tensor]] = []
+    original_update = soft.ParameterAverage.update
+
+    def recording_update(self) -> None:
+        seen.append([p.detach().clone() for p in self.parameters])
+        original_update(self)
+
+    monkeypatch.setattr(soft.ParameterAverage, "update", recording_update)
+    student = _student()
+    start = [p.detach().clone() for p in student.parameters()]
+    train_soft_student(student, images, labels, config, recipe, generator=make_generator(0), num_classes=10,
+                       flip=False, teacher=teacher.model)  # fmt: skip
+    assert len(seen) == 6  # 3 epochs x 2 steps
+    expected = start
+    for step in seen:
+        expected = [0.9 * a + 0.1 * p for a, p in zip(expected, step, strict=True)]
+    for got, want, _last in zip(student.parameters(), expected, seen[-1], strict=True):
+        assert torch.allclose(got, want, atol=1e-6)
+    assert not all(torch.allclose(p, last) for p, last in zip(student.parameters(), seen[-1], strict=True))
+
+
+def test_the_fkd_and_edc_image_transforms_replay_from_their_generator(digits) -> None:
+    from evaluation.kd.soft import augment_batch
+
+    train, _, _ = digits
+    images = train.images[:16]
+    normalization = (torch.tensor(train.mean), torch.tensor(train.std))
+    for transform, scale in (("crop_flip", (0.08, 1.0)), ("randaugment_crop_flip", (0.5, 1.0))):
+        config = SoftLabelConfig(augmentation="cutmix", image_transform=transform, crop_scale=scale)
+        first, mix = augment_batch(images, config, make_generator(7), True, normalization)
+        again, mix_again = augment_batch(images, config, make_generator(7), True, normalization)
+        other, _ = augment_batch(images, config, make_generator(8), True, normalization)
+        assert torch.equal(first, again) and torch.equal(mix.partner, mix_again.partner) and mix.lam == mix_again.lam
+        assert not torch.equal(first, other) and first.shape == images.shape
+        low = ((0 - normalization[0]) / normalization[1]).min()
+        high = ((1 - normalization[0]) / normalization[1]).max()
+        assert float(first.min()) >= float(low) - 1e-4 and float(first.max()) <= float(high) + 1e-4
+    with pytest.raises(ValueError, match="mean and std"):
+        augment_batch(images, SoftLabelConfig(augmentation="cutmix", image_transform="randaugment_crop_flip"),
+                      make_generator(0), True)  # fmt: skip
+    with pytest.raises(ValueError, match="image_transform crops before a mix"):
+        SoftLabelConfig(augmentation="dsa", image_transform="crop_flip")
+
+
+def test_soft_protocols_keep_their_identity_and_can_still_change_the_new_fields() -> None:
+    from evaluation.protocols.registry import derive_protocol
+
+    soft_config = get_protocol("soft").config_dict()["soft"]
+    for added in ("image_transform", "crop_scale", "ema_decay", "cosine_stretch", "decay_all_parameters"):
+        assert added not in soft_config
+    derived = derive_protocol(get_protocol("soft"), {"soft.ema_decay": 0.99})
+    assert derived.soft.ema_decay == 0.99 and derived.config_dict()["soft"]["ema_decay"] == 0.99
+    edc = get_protocol("soft_edc").config_dict()["soft"]
+    assert (edc["ema_decay"], edc["cosine_stretch"], edc["image_transform"]) == (0.99, 2.0, "randaugment_crop_flip")

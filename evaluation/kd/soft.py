@@ -18,10 +18,14 @@ Label sources (:attr:`SoftLabelConfig.label_source`):
   ``train_FKD_label_pruning_batch.py``, each epoch's last batch replaced by the one before it).
 
 Criteria: ``ce`` (hard), ``kl`` (``KL(p_t^T || p_s^T)``), ``sce`` (``-sum p_t^T log p_s^T``),
-``mse_gt`` (EDC: ``mse_weight MSE(s, t) + ce_weight CE``), and ``kd`` (pruning + KD:
+``mse_gt`` (G-VBSM/EDC: ``mse_weight MSE(s, t) + ce_weight CE``), and ``kd`` (pruning + KD:
 ``(1 - alpha) CE + alpha KL``, alpha a function of the kept fraction). ``T^2`` multiplies the
 KL/SCE only when ``scale_t2`` is set (DD pipelines leave it off). Augmentation: ``none``,
-``dsa`` (per image), ``mixup`` or ``cutmix`` (targets mixed with the same lambda).
+``dsa`` (per image), ``mixup`` or ``cutmix`` (targets mixed with the same lambda), after an
+optional per-image transform (``image_transform``: FKD's ``RandomResizedCrop`` and flip, with
+EDC's ``RandAugment`` before them). With ``ema_decay`` the student's parameters are averaged
+after every step and the average is what gets tested (EDC; the BatchNorm buffers stay the live
+model's, as the reference's swap leaves them).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from torch import Tensor, nn
 
 from data import ImageDataset
 from data.seeding import derive_seed, make_generator, seeded_torch
-from evaluation.augment import DSAParams, dsa_augment, strategy_for
+from evaluation.augment import DSAParams, dsa_augment, randaugment, random_resized_crop_flip, strategy_for
 from evaluation.kd.trainer import StudentRecipe, run_epochs
 from evaluation.models import create_model
 from evaluation.parallel import DataParallel, single_or
@@ -51,9 +55,12 @@ from evaluation.train import accuracy
 LabelSource = Literal["hard", "stored", "online", "replay"]
 Criterion = Literal["ce", "kl", "sce", "mse_gt", "kd"]
 SoftAugmentation = Literal["none", "dsa", "mixup", "cutmix"]
+ImageTransform = Literal["none", "crop_flip", "randaugment_crop_flip"]
 LABEL_SOURCES = ("hard", "stored", "online", "replay")
 CRITERIA = ("ce", "kl", "sce", "mse_gt", "kd")
 AUGMENTATIONS = ("none", "dsa", "mixup", "cutmix")
+IMAGE_TRANSFORMS = ("none", "crop_flip", "randaugment_crop_flip")
+SCHEDULES = ("step", "cosine", "epoch_cosine", "constant")
 
 
 @dataclass(frozen=True)
@@ -74,10 +81,21 @@ class SoftLabelConfig:
         mix_alpha: Beta(mix_alpha, mix_alpha) for the mixing lambda.
         optimizer: ``sgd`` or ``adamw`` (lr, momentum, weight decay, batch, epochs come from the
             protocol's recipe).
-        schedule: ``step``, ``cosine`` or ``constant``.
+        schedule: ``step``, ``cosine`` (per step), ``epoch_cosine`` (per epoch, stretched by
+            ``cosine_stretch``) or ``constant``.
         teachers: the teacher, or several (an ensemble of mean logits).
         label_pruning_ratio: LPLD's r, the share of the replay store's batches pruned away
             (``replay`` only; 0 keeps all, 0.975 is LPLD's 40x).
+        image_transform: per-image transform before ``augmentation``: ``crop_flip``
+            (``RandomResizedCrop`` with ``crop_scale``, then a flip where the dataset allows; FKD's
+            relabel of SRe2L/G-VBSM), ``randaugment_crop_flip`` (EDC: ``RandAugment`` first) or ``none``.
+        crop_scale: the area range of those crops.
+        ema_decay: test the exponential moving average of the student's parameters, updated after
+            every step with this decay (EDC's 0.99); 0 tests the student itself.
+        cosine_stretch: ``epoch_cosine``'s ``zeta``: the lr is ``lr (1 + cos(pi e / (zeta E))) / 2`` at
+            epoch ``e`` of ``E`` (EDC's smoothed schedule: 2; G-VBSM: 1).
+        decay_all_parameters: weight decay on every parameter; false exempts the one-dimensional
+            ones (biases, norm weights), as the FKD trainers' ``get_parameters`` does.
     """
 
     label_source: LabelSource = "online"
@@ -91,15 +109,22 @@ class SoftLabelConfig:
     augmentation: SoftAugmentation = "cutmix"
     mix_alpha: float = 1.0
     optimizer: Literal["sgd", "adamw"] = "adamw"
-    schedule: Literal["step", "cosine", "constant"] = "cosine"
+    schedule: Literal["step", "cosine", "epoch_cosine", "constant"] = "cosine"
     teachers: tuple[TeacherConfig, ...] = (TeacherConfig(),)
     label_pruning_ratio: float = 0.0
+    image_transform: ImageTransform = "none"
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    ema_decay: float = 0.0
+    cosine_stretch: float = 1.0
+    decay_all_parameters: bool = True
 
     def __post_init__(self) -> None:
         for name, value, valid in (
             ("label_source", self.label_source, LABEL_SOURCES),
             ("criterion", self.criterion, CRITERIA),
             ("augmentation", self.augmentation, AUGMENTATIONS),
+            ("image_transform", self.image_transform, IMAGE_TRANSFORMS),
+            ("schedule", self.schedule, SCHEDULES),
         ):
             if value not in valid:
                 raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
@@ -121,6 +146,15 @@ class SoftLabelConfig:
             raise ValueError(
                 f"label_pruning_ratio prunes a replay store; label_source is {self.label_source!r}, not 'replay'"
             )
+        if self.image_transform != "none" and self.augmentation == "dsa":
+            raise ValueError("image_transform crops before a mix; with augmentation 'dsa' (its own crops) use 'none'")
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not (math.isfinite(self.cosine_stretch) and self.cosine_stretch > 0):
+            raise ValueError(f"cosine_stretch must be positive, got {self.cosine_stretch}")
 
     def alpha_for(self, kept_fraction: float) -> float | None:
         """The ``kd`` weight at ``kept_fraction`` (``None`` for the other criteria)."""
@@ -135,6 +169,22 @@ class SoftLabelConfig:
     def config_dict(self) -> dict[str, Any]:
         """JSON-able resolved config (tuples as lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def identity_dict(self) -> dict[str, Any]:
+        """:meth:`config_dict` without the fields added after soft protocols had records, where they
+        hold their defaults (so those protocols keep their identity and cell keys)."""
+        defaults = SoftLabelConfig(teachers=self.teachers).config_dict()
+        return {
+            name: value
+            for name, value in self.config_dict().items()
+            if not (name in ADDED_SOFT_FIELDS and value == defaults[name])
+        }
+
+
+#: Soft-label fields added after protocols that use them had records (left out of identities at their defaults).
+ADDED_SOFT_FIELDS = frozenset(
+    {"label_pruning_ratio", "image_transform", "crop_scale", "ema_decay", "cosine_stretch", "decay_all_parameters"}
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,9 +250,23 @@ class MixParams:
 
 
 def augment_batch(
-    images: Tensor, config: SoftLabelConfig, generator: torch.Generator, flip: bool
+    images: Tensor,
+    config: SoftLabelConfig,
+    generator: torch.Generator,
+    flip: bool,
+    normalization: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, MixParams | None]:
-    """DSA, mixup or CutMix of ``images``, all randomness drawn from ``generator``."""
+    """The per-image transform, then DSA, mixup or CutMix of ``images``, all randomness drawn from ``generator``.
+
+    ``normalization`` (the dataset's per-channel mean and std) is needed by ``RandAugment``, which
+    works on pixels in ``[0, 1]``.
+    """
+    if config.image_transform == "randaugment_crop_flip":
+        if normalization is None:
+            raise ValueError("image_transform 'randaugment_crop_flip' needs the dataset's mean and std")
+        images = randaugment(images, generator, mean=normalization[0], std=normalization[1])
+    if config.image_transform != "none":
+        images = random_resized_crop_flip(images, generator, scale=config.crop_scale, flip=flip)
     if config.augmentation == "none":
         return images, None
     if config.augmentation == "dsa":
@@ -294,6 +358,7 @@ def build_replay_store(
     flip: bool,
     device: torch.device | str = "cpu",
     parallel: DataParallel | None = None,
+    normalization: tuple[Tensor, Tensor] | None = None,
 ) -> ReplayStore:
     """Draw what a student's loop would draw from ``generator`` and store the teacher's outputs.
 
@@ -327,6 +392,7 @@ def build_replay_store(
                 config,
                 make_generator(batch_seed),
                 flip,
+                normalization,
             )
             store.seeds.append(batch_seed)
             logits = parallel.gather_parts(teacher(parallel.local(inputs)), len(inputs))
@@ -355,6 +421,7 @@ def train_soft_student(
     device: torch.device | str = "cpu",
     progress: bool = False,
     parallel: DataParallel | None = None,
+    normalization: tuple[Tensor, Tensor] | None = None,
 ) -> float:
     """Train ``student`` in place under ``config``; returns the final loss.
 
@@ -362,7 +429,9 @@ def train_soft_student(
     ``stored_logits`` (``N x K``) for ``stored`` and ``replay`` (from :func:`build_replay_store`
     with a generator in the state ``generator`` is in now) for ``replay``. Under ``parallel``
     (torchrun) every batch is augmented and mixed whole, then each rank labels and trains on its
-    part; ``student`` must have been through ``parallel.prepare``.
+    part; ``student`` must have been through ``parallel.prepare``. ``normalization`` is the
+    dataset's ``(mean, std)`` (``RandAugment`` needs it). With ``config.ema_decay`` the student
+    ends holding the average of its parameters.
     """
     parallel = single_or(parallel)
     device = torch.device(device)
@@ -393,7 +462,7 @@ def train_soft_student(
             batch_seed = replay.seeds[stored_batch]  # type: ignore[union-attr]
         else:
             batch_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        inputs, mix = augment_batch(images[batch], config, make_generator(batch_seed), flip)
+        inputs, mix = augment_batch(images[batch], config, make_generator(batch_seed), flip, normalization)
         inputs, targets = parallel.local(inputs), parallel.local(_mix(one_hot[batch], mix))
         teacher_logits: Tensor | None = None
         if source == "online":
@@ -406,8 +475,10 @@ def train_soft_student(
         counter["step"] += 1
         return soft_label_loss(config, student(inputs), teacher_logits, targets, alpha=alpha)
 
+    parameters = [p for p in student.parameters() if p.requires_grad]
+    average = ParameterAverage(parameters, config.ema_decay) if config.ema_decay else None
     stats = run_epochs(
-        [p for p in student.parameters() if p.requires_grad],
+        parameters,
         recipe,
         len(images),
         generator,
@@ -416,8 +487,31 @@ def train_soft_student(
         description=f"soft:{source}",
         orders=orders,
         parallel=parallel,
+        after_step=average.update if average is not None else None,
     )
+    if average is not None:
+        average.copy_to(parameters)
     return stats.final_loss
+
+
+class ParameterAverage:
+    """An exponential moving average of parameters, ``a <- d a + (1 - d) p`` after every step (EDC's ``EMAMODEL``)."""
+
+    def __init__(self, parameters: Sequence[Tensor], decay: float) -> None:
+        self.decay = decay
+        self.parameters = list(parameters)
+        self.averages = [p.detach().clone() for p in self.parameters]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Fold the parameters' current values into the averages."""
+        torch._foreach_lerp_(self.averages, [p.detach() for p in self.parameters], 1.0 - self.decay)
+
+    @torch.no_grad()
+    def copy_to(self, parameters: Sequence[Tensor]) -> None:
+        """Overwrite ``parameters`` with the averages."""
+        for parameter, average in zip(parameters, self.averages, strict=True):
+            parameter.copy_(average)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,6 +569,7 @@ def evaluate_soft(
     parallel = single_or(parallel)
     device = torch.device(device)
     source = config.label_source
+    normalization = (torch.tensor(test.mean), torch.tensor(test.std))
     hard_labels = labels.argmax(1) if labels.is_floating_point() else labels.long()
     details: dict[str, Any] = {"label_source": source, "criterion": config.criterion, "label_bytes": 0}
     teacher: nn.Module | None = None
@@ -513,6 +608,7 @@ def evaluate_soft(
             flip=flip,
             device=device,
             parallel=parallel,
+            normalization=normalization,
         )
         details["label_bytes"] = replay.num_bytes()
         if replay.pruned:
@@ -553,6 +649,7 @@ def evaluate_soft(
                 device=device,
                 progress=progress,
                 parallel=parallel,
+                normalization=normalization,
             )
             values.append(accuracy(student, test.images, test.labels, device=device, parallel=parallel))
         accuracies[model_name] = tuple(values)

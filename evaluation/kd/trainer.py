@@ -39,6 +39,7 @@ from evaluation.train import LossWatch
 logger = logging.getLogger(__name__)
 
 Augment = Callable[[Tensor, torch.Generator], Tensor]
+SCHEDULES = ("step", "cosine", "epoch_cosine", "constant")
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,14 @@ class StudentRecipe:
         weight_decay: weight decay (decoupled for AdamW).
         batch_size: images per step.
         schedule: ``"step"`` (x ``decay_factor`` at ``decay_at`` of the epochs), ``"cosine"``
-            (per step, to zero) or ``"constant"``.
+            (per step, to zero), ``"epoch_cosine"`` (per epoch, ``lr (1 + cos(pi e / (s E))) / 2``
+            with ``s`` = ``cosine_stretch``: G-VBSM's schedule at 1, EDC's smoothed one at 2) or
+            ``"constant"``.
         decay_at: fraction of the epochs where the step schedule decays.
         decay_factor: the step schedule's factor.
+        cosine_stretch: ``epoch_cosine``'s stretch ``s``.
+        decay_all_parameters: weight decay on every parameter; false exempts the one-dimensional
+            ones (biases, norm weights), as the FKD trainers of SRe2L/G-VBSM/EDC do.
     """
 
     epochs: int
@@ -64,17 +70,19 @@ class StudentRecipe:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
-    schedule: Literal["step", "cosine", "constant"] = "step"
+    schedule: Literal["step", "cosine", "epoch_cosine", "constant"] = "step"
     decay_at: float = 0.5
     decay_factor: float = 0.1
+    cosine_stretch: float = 1.0
+    decay_all_parameters: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be positive, got {self.epochs}, {self.batch_size}")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid optimizers: sgd, adamw")
-        if self.schedule not in ("step", "cosine", "constant"):
-            raise ValueError(f"unknown schedule {self.schedule!r}; valid schedules: step, cosine, constant")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
 
@@ -89,16 +97,25 @@ class StudentStats:
 
 
 def make_optimizer(parameters: list[nn.Parameter], recipe: StudentRecipe) -> torch.optim.Optimizer:
-    """SGD with momentum or AdamW as the recipe says."""
+    """SGD with momentum or AdamW as the recipe says (one-dimensional parameters undecayed unless
+    ``decay_all_parameters``)."""
+    groups: list[dict[str, Any]] = [{"params": parameters}]
+    if not recipe.decay_all_parameters:
+        groups = [
+            {"params": [p for p in parameters if p.dim() > 1]},
+            {"params": [p for p in parameters if p.dim() <= 1], "weight_decay": 0.0},
+        ]
     if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(parameters, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+        return torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
 
 
 def lr_at(recipe: StudentRecipe, epoch: int, step: int, total_steps: int) -> float:
     """The learning rate of ``step`` (counted from 0) in ``epoch``."""
     if recipe.schedule == "cosine":
         return 0.5 * recipe.lr * (1 + math.cos(math.pi * step / max(total_steps, 1)))
+    if recipe.schedule == "epoch_cosine":
+        return 0.5 * recipe.lr * (1 + math.cos(math.pi * epoch / (recipe.cosine_stretch * recipe.epochs)))
     if recipe.schedule == "step":
         decay_epoch = int(recipe.epochs * recipe.decay_at)
         return recipe.lr * (recipe.decay_factor if 0 < decay_epoch <= epoch else 1.0)
@@ -116,6 +133,7 @@ def run_epochs(
     description: str = "student",
     orders: list[Tensor] | None = None,
     parallel: DataParallel | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> StudentStats:
     """The optimization loop shared by the trainers.
 
@@ -124,6 +142,7 @@ def run_epochs(
     loss, which is back-propagated into ``parameters``. Under ``parallel`` (torchrun), ``step``
     gets the whole global batch and returns the mean loss of this rank's part of it
     (``parallel.local``); the loop weights it and sums the gradients over the ranks.
+    ``after_step`` runs after every optimizer step (a parameter average's update).
     """
     parallel = single_or(parallel)
     optimizer = make_optimizer(parameters, recipe)
@@ -144,6 +163,8 @@ def run_epochs(
             loss.backward()
             parallel.sync_gradients(parameters)
             optimizer.step()
+            if after_step is not None:
+                after_step()
             steps += 1
         watch.add(epoch, loss)
     (final_loss,) = watch.final_losses()

@@ -108,8 +108,8 @@ class ImageProtocol(EvaluationProtocol):
         data = super().config_dict()
         if self.soft is None:
             data.pop("soft")
-        elif not self.soft.label_pruning_ratio:  # the soft protocols older than it keep their identity
-            data["soft"].pop("label_pruning_ratio")
+        else:  # the soft protocols older than some fields keep their identity
+            data["soft"] = self.soft.identity_dict()
         if self.report == "final":  # the fair protocols' records keep their layout
             data.pop("report")
             data.pop("test_every")
@@ -319,6 +319,8 @@ def _evaluate_soft_protocol(
         schedule=soft.schedule,
         decay_at=r.decay_at,
         decay_factor=r.decay_factor,
+        cosine_stretch=soft.cosine_stretch,
+        decay_all_parameters=soft.decay_all_parameters,
     )
     kept_fraction = len(synthetic) / len(train) if train is not None else 1.0
     if synthetic.budget.fraction is not None:

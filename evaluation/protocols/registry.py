@@ -68,7 +68,8 @@ def derive_protocol(base: EvaluationProtocol, changes: Mapping[str, Any]) -> Eva
         OptionError: a change to an identity field, an unknown field or a value of the wrong type.
     """
     config = base.config_dict()
-    updated = config
+    # Fields a recipe leaves out of its identity at their defaults can still be changed.
+    updated = EvaluationProtocol.config_dict(base)
     for dotted, value in changes.items():
         parts = dotted.split(".")
         if parts[0] in IDENTITY_FIELDS:
@@ -76,7 +77,7 @@ def derive_protocol(base: EvaluationProtocol, changes: Mapping[str, Any]) -> Eva
                 f"protocol.{dotted} cannot be changed: it names the protocol; define a new protocol "
                 "in configs/protocol/<name>.yaml instead"
             )
-        _check_field(config, parts, base.name)
+        _check_field(updated, parts, base.name)
         nested: Any = value
         for part in reversed(parts):
             nested = {part: nested}
