@@ -26,6 +26,7 @@ from condense import datm as _datm  # noqa: F401 - registers datm
 from condense import dc as _dc  # noqa: F401 - registers dc and dsa
 from condense import dm as _dm  # noqa: F401 - registers dm
 from condense import ftd as _ftd  # noqa: F401 - registers ftd
+from condense import gvbsm as _gvbsm  # noqa: F401 - registers gvbsm and edc
 from condense import idm as _idm  # noqa: F401 - registers idm
 from condense import infer as _infer  # noqa: F401 - registers infer
 from condense import mirage as _mirage  # noqa: F401 - registers mirage

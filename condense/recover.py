@@ -7,9 +7,12 @@ The shared machinery of the decoupled methods:
   ``||mu_l(x) - mu_l^BN||_2 + ||var_l(x) - var_l^BN||_2`` (SRe2L's ``BNFeatureHook``);
 * :func:`recover`: the optimization of those methods: Adam (betas 0.5, 0.9) with a cosine lr
   without warm-up, per step a random crop (``RandomResizedCrop`` with a scale range that may
-  follow a curriculum), a random flip and a random roll jitter, the loss
-  ``CE(f(x), y) + r_bn * sum_l w_l BN_l`` with the first BN layer weighted up, and clipping of
-  the pixels to the valid range after each step;
+  follow a curriculum, or a padded ``RandomCrop``), a random flip and a random roll jitter, the
+  loss ``CE(f(x), y) + r_bn * sum_l w_l BN_l`` with the first BN layer weighted up, and clipping
+  of the pixels to the valid range after each step. Several teachers take turns, one per
+  iteration, each with its own matcher (G-VBSM/EDC's observers and their statistic hooks,
+  :mod:`condense.statistic_matching`), and a method may add a loss on the augmented batch
+  (G-VBSM's data densification);
 * :func:`crop_curriculum`: CDA's easy-to-hard schedule of the crop's lower scale;
 * :func:`class_bn_statistics`: LPLD's class-aware BN statistics of a teacher (one eval-mode pass
   over the augmented training set), which class-wise recovery matches instead of the running ones;
@@ -22,8 +25,9 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -161,6 +165,9 @@ class RecoverSettings:
         min_scale: the crop's lower scale when there is no curriculum.
         curriculum: CDA's schedule of the lower scale (``None``: fixed ``min_scale``).
         milestone: share of the iterations the curriculum spans.
+        signed_jitter: draw the roll from ``[-jitter, jitter]``.
+        pad_crop: a ``RandomCrop`` with this much zero padding per step, one offset for the batch
+            (G-VBSM: 4 on 32x32); 0 turns it off.
     """
 
     iterations: int
@@ -174,6 +181,7 @@ class RecoverSettings:
     curriculum: CurriculumKind | None = None
     milestone: float = 0.0
     signed_jitter: bool = False
+    pad_crop: int = 0
 
     def crop_scale(self, iteration: int) -> float:
         """The crop's lower scale at ``iteration``."""
@@ -191,10 +199,27 @@ class RecoverTrace:
     ce: list[float] = field(default_factory=list)
     bn: list[float] = field(default_factory=list)
     crop_scales: list[float] = field(default_factory=list)
+    extra: list[float] = field(default_factory=list)
+
+
+class Matcher(Protocol):
+    """What :func:`recover` asks of a statistic-matching hook set on one teacher."""
+
+    def loss(self, first_multiplier: float = 10.0) -> Tensor:
+        """The weighted matching loss of the last forward pass."""
+        ...
+
+
+def pad_crop(images: Tensor, padding: int, rng: random.Random) -> Tensor:
+    """``RandomCrop(size, padding)`` with zero padding, one offset for the whole batch (differentiable)."""
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (padding, padding, padding, padding))
+    top, left = rng.randint(0, 2 * padding), rng.randint(0, 2 * padding)
+    return padded[..., top : top + height, left : left + width]
 
 
 def recover(
-    teacher: nn.Module,
+    teacher: nn.Module | Sequence[nn.Module],
     parameter: Tensor,
     labels: Tensor,
     settings: RecoverSettings,
@@ -204,11 +229,14 @@ def recover(
     bounds: tuple[Tensor, Tensor] | None = None,
     trace: RecoverTrace | None = None,
     bn_reference: Sequence[tuple[Tensor, Tensor]] | None = None,
+    matchers: Sequence[Matcher] | None = None,
+    first_turn: int = 0,
+    extra_loss: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> Tensor:
-    """Optimize ``parameter`` so the teacher classifies ``compose(parameter)`` as ``labels`` with real BN statistics.
+    """Optimize ``parameter`` so the teacher classifies ``compose(parameter)`` as ``labels`` with real statistics.
 
     Args:
-        teacher: a network with BatchNorm layers, in eval mode (frozen).
+        teacher: a network in eval mode (frozen), or several that take turns, one per iteration.
         parameter: the leaf to optimize: the images themselves (SRe2L/CDA) or a compensator
             (INFER), cloned, not modified.
         labels: the class of every composed image.
@@ -217,36 +245,54 @@ def recover(
         compose: ``parameter -> images`` (default: the identity).
         bounds: per-channel pixel bounds to clip ``parameter`` to after every step (``None``: no
             clipping, e.g. a compensator, which is clipped once added to its images).
-        trace: collects the per-iteration CE, BN loss and crop scale.
+        trace: collects the per-iteration CE, matching loss, extra loss and crop scale.
         bn_reference: the ``(mean, var)`` per BN layer to match instead of the running
             statistics (class-wise recovery: the class's).
+        matchers: one hook set per teacher whose :meth:`Matcher.loss` is the matching term
+            (default: a :class:`BNStatisticsHook` per teacher, made and removed here).
+        first_turn: the turn of the first iteration: iteration ``i`` uses teacher
+            ``(first_turn + i) % len(teachers)`` (G-VBSM's turn counter runs across batches).
+        extra_loss: ``(augmented images, labels) -> loss`` added to every iteration's loss, already
+            weighted (G-VBSM's data densification).
 
     Returns:
         The optimized ``parameter`` (detached).
     """
-    teacher.eval()
+    teachers = [teacher] if isinstance(teacher, nn.Module) else list(teacher)
+    for net in teachers:
+        net.eval()
     compose = compose or (lambda p: p)
     rng = random.Random(seed)
     parameter = parameter.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([parameter], lr=settings.lr, betas=(0.5, 0.9), eps=1e-8)
-    with BNStatisticsHook(teacher, bn_reference) as hook:
+    with ExitStack() as stack:
+        if matchers is None:
+            matchers = [stack.enter_context(BNStatisticsHook(net, bn_reference)) for net in teachers]
+        if len(matchers) != len(teachers):
+            raise ValueError(f"{len(matchers)} matchers for {len(teachers)} teachers")
         for iteration in range(settings.iterations):
+            turn = (first_turn + iteration) % len(teachers)
             for group in optimizer.param_groups:
                 group["lr"] = 0.5 * (1 + math.cos(math.pi * iteration / settings.iterations)) * settings.lr
             images = compose(parameter)
             scale = settings.crop_scale(iteration)
             if settings.crop:
                 images = random_resized_crop(images, (scale, 1.0), rng)
+            if settings.pad_crop:
+                images = pad_crop(images, settings.pad_crop, rng)
             if settings.jitter:
                 low = -settings.jitter if settings.signed_jitter else 0
                 shifts = (rng.randint(low, settings.jitter), rng.randint(low, settings.jitter))
                 images = torch.roll(images, shifts=shifts, dims=(2, 3))
             if settings.flip and rng.random() < 0.5:
                 images = torch.flip(images, dims=(3,))
-            logits = teacher(images)
+            logits = teachers[turn](images)
             ce = F.cross_entropy(logits, labels)
-            bn = hook.loss(settings.first_bn_multiplier)
-            loss = ce + settings.r_bn * bn
+            matching = matchers[turn].loss(settings.first_bn_multiplier)
+            loss = ce + settings.r_bn * matching
+            extra = extra_loss(images, labels) if extra_loss is not None else None
+            if extra is not None:
+                loss = loss + extra
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -255,8 +301,10 @@ def recover(
                     parameter.copy_(clamp_to_bounds(parameter, bounds))
             if trace is not None:
                 trace.ce.append(float(ce.detach()))
-                trace.bn.append(float(bn.detach()))
+                trace.bn.append(float(matching.detach()))
                 trace.crop_scales.append(scale if settings.crop else 1.0)
+                if extra is not None:
+                    trace.extra.append(float(extra.detach()))
             if not torch.isfinite(loss.detach()):
                 raise FloatingPointError(
                     f"recovery diverged at iteration {iteration} (loss {float(loss):.4g}); lower lr or r_bn"

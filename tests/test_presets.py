@@ -12,6 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from condense import create_method
+from condense.gvbsm import EDC_OBSERVERS, GVBSM_OBSERVERS
 from condense.infer import base_sets_for
 from condense.presets import method_options, official_preset, official_presets
 from data.configs import config_dir
@@ -42,6 +43,10 @@ PUBLISHED = (
     | settings("idm", CIFAR_TINY, (1, 10, 50))
     | settings("ncfm", CIFAR_TINY, (1, 10, 50))
     | {("tesla", "cifar10", 1), ("tesla", "cifar100", 50)}
+    | settings("gvbsm", ("cifar10",), (10, 50))
+    | settings("gvbsm", ("cifar100",), (1, 10, 50))
+    | settings("gvbsm", ("tiny_imagenet",), (50, 100))
+    | settings("edc", CIFAR_TINY, (1, 10, 50))
     | settings("selmatch", ("cifar10",), (250, 500, 1000, 1500))
     | settings("selmatch", ("cifar100",), (25, 50, 100, 150))
     | settings("selmatch", ("tiny_imagenet",), (50, 100))
@@ -149,6 +154,19 @@ SPOT_VALUES = {
     "ncfm/tiny_imagenet_ipc50": {"model": "convnetd4", "optimizer": "adamw"},
     "tesla/cifar10_ipc1": {"syn_steps": 50, "max_start_epoch": 5, "lr_lr": 1e-07, "zca": False, "batch_syn": None},
     "tesla/cifar100_ipc50": {"syn_steps": 80, "max_start_epoch": 40, "batch_syn": 125, "zca": True, "lr_img": 1000.0},
+    "gvbsm/cifar10_ipc10": {"squeeze_epochs": 5, "iterations": 4000, "lr": 0.05, "r_loss": 0.01, "dd_weight": 1.0},
+    "gvbsm/cifar100_ipc10": {"squeeze_epochs": 50, "momentum": 0.8, "drop_rate": 0.4, "jitter": 32, "pad_crop": None},
+    "gvbsm/tiny_imagenet_ipc50": {"iterations": 4000, "batch_size": 100, "observers": list(GVBSM_OBSERVERS)},
+    "edc/cifar10_ipc1": {"squeeze_epochs": 5, "iterations": 75, "batch_size": 10, "min_scale": 0.08},
+    "edc/cifar10_ipc50": {"iterations": 75, "batch_size": 500, "observers": list(EDC_OBSERVERS)},
+    "edc/cifar100_ipc10": {
+        "iterations": 2000,
+        "batch_size": 100,
+        "class_weight": 0.5,
+        "drop_rate": 0.0,
+        "min_scale": 0.5,
+    },
+    "edc/tiny_imagenet_ipc10": {"iterations": 2000, "observers": list(GVBSM_OBSERVERS), "init": "real", "jitter": 0},
     "selmatch/cifar10_ipc1000": {"alpha": 0.1, "beta": 0.2, "lr_img": 10000.0, "model": "convnet_bn"},
     "selmatch/cifar100_ipc25": {"alpha": 0.8, "beta": 0.8, "syn_steps": 55, "batch_syn": 125},
     "selmatch/tiny_imagenet_ipc100": {"alpha": 0.5, "beta": 0.7, "model": "convnetd4_bn", "syn_steps": 20},
