@@ -42,11 +42,52 @@ CurriculumKind = Literal["cosine", "linear", "step"]
 CURRICULA = ("cosine", "linear", "step")
 
 
-class BNStatisticsHook:
+def channel_moments(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and biased variance over (batch, height, width) of every channel."""
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1)
+    return flat.mean(1), flat.var(1, unbiased=False)
+
+
+class LayerHooks:
+    """Forward hooks on some layers of a network, each leaving one matching term per forward pass.
+
+    Subclasses implement :meth:`_hook`, which stores layer ``index``'s term in :attr:`terms`;
+    :meth:`loss` weighs them. Use it as a context manager (or call :meth:`remove`) so the hooks do
+    not outlive the recovery.
+    """
+
+    def __init__(self, layers: Sequence[nn.Module]) -> None:
+        self.layers = list(layers)
+        self.terms: list[Tensor | None] = [None] * len(self.layers)
+        self._handles = [layer.register_forward_hook(self._hook(i)) for i, layer in enumerate(self.layers)]
+
+    def _hook(self, index: int) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
+        raise NotImplementedError
+
+    def loss(self, first_multiplier: float = 10.0) -> Tensor:
+        """``sum_l w_l term_l`` of the last forward pass, ``w_1 = first_multiplier``, others 1."""
+        if any(t is None for t in self.terms):
+            raise RuntimeError("no forward pass has been recorded yet")
+        weights = [first_multiplier] + [1.0] * (len(self.terms) - 1)
+        return sum(w * t for w, t in zip(weights, self.terms, strict=True))  # type: ignore[misc,return-value]
+
+    def remove(self) -> None:
+        """Detach the hooks from the network."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __enter__(self) -> LayerHooks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+class BNStatisticsHook(LayerHooks):
     """Per BatchNorm layer of ``net``: the distance of the batch statistics to the running ones.
 
-    After every forward pass :attr:`distances` holds one scalar per layer, in module order. Use it
-    as a context manager (or call :meth:`remove`) so the hooks do not outlive the recovery.
+    After every forward pass :attr:`terms` holds one scalar per layer, in module order.
     ``reference`` replaces the running statistics by other ``(mean, var)`` per layer (LPLD: one
     class's, :func:`class_bn_statistics`).
 
@@ -55,51 +96,27 @@ class BNStatisticsHook:
     """
 
     def __init__(self, net: nn.Module, reference: Sequence[tuple[Tensor, Tensor]] | None = None) -> None:
-        self.layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not self.layers:
+        layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not layers:
             raise ValueError(
                 f"recovering from batch-norm statistics needs a teacher with BatchNorm layers; "
                 f"{type(net).__name__} has none (use a *_bn model, e.g. convnet_bn or resnet18_bn)"
             )
-        if reference is not None and len(reference) != len(self.layers):
-            raise ValueError(f"{len(reference)} reference statistics for {len(self.layers)} BatchNorm layers")
+        if reference is not None and len(reference) != len(layers):
+            raise ValueError(f"{len(reference)} reference statistics for {len(layers)} BatchNorm layers")
         self.reference = reference
-        self.distances: list[Tensor | None] = [None] * len(self.layers)
-        self._handles = [layer.register_forward_hook(self._hook(i)) for i, layer in enumerate(self.layers)]
+        super().__init__(layers)
 
     def _hook(self, index: int) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
         def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-            x = inputs[0]
-            channels = x.shape[1]
-            flat = x.transpose(0, 1).reshape(channels, -1)
-            mean = flat.mean(1)
-            var = flat.var(1, unbiased=False)
+            mean, var = channel_moments(inputs[0])
             if self.reference is None:
                 running_mean, running_var = module.running_mean, module.running_var  # type: ignore[union-attr]
             else:
                 running_mean, running_var = self.reference[index]
-            self.distances[index] = torch.norm(running_mean - mean, 2) + torch.norm(running_var - var, 2)
+            self.terms[index] = torch.norm(running_mean - mean, 2) + torch.norm(running_var - var, 2)
 
         return hook
-
-    def loss(self, first_multiplier: float = 10.0) -> Tensor:
-        """``sum_l w_l distance_l`` of the last forward pass, ``w_1 = first_multiplier``, others 1."""
-        if any(d is None for d in self.distances):
-            raise RuntimeError("no forward pass has been recorded yet")
-        weights = [first_multiplier] + [1.0] * (len(self.distances) - 1)
-        return sum(w * d for w, d in zip(weights, self.distances, strict=True))  # type: ignore[misc,return-value]
-
-    def remove(self) -> None:
-        """Detach the hooks from the network."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def __enter__(self) -> BNStatisticsHook:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
 
 
 def crop_curriculum(

@@ -49,6 +49,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from condense.recover import LayerHooks, channel_moments
 from data import ImageDataset
 from data.cache import build_once, cache_dir
 from data.seeding import derive_seed, make_generator
@@ -88,12 +89,6 @@ def patch_moments(x: Tensor) -> tuple[Tensor, Tensor]:
     blocks, u, v = _blocks(x)
     rows = blocks.permute(2, 4, 0, 1, 3, 5).reshape(u * v, -1)
     return rows.mean(1), rows.var(1, unbiased=False)
-
-
-def channel_moments(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean and biased variance over (batch, height, width) of every channel."""
-    flat = x.transpose(0, 1).reshape(x.shape[1], -1)
-    return flat.mean(1), flat.var(1, unbiased=False)
 
 
 def _per_image_moments(x: Tensor, patches: bool) -> list[Tensor]:
@@ -319,7 +314,7 @@ def load_or_compute_statistics(
 # The matching loss of one observer
 
 
-class StatisticMatcher:
+class StatisticMatcher(LayerHooks):
     """Hooks on every BatchNorm and convolution of one observer; :meth:`loss` after each forward pass.
 
     Args:
@@ -344,17 +339,16 @@ class StatisticMatcher:
         class_weight: float,
         rng: random.Random,
     ) -> None:
-        self.layers = hooked_layers(net)
-        if len(statistics) != len(self.layers):
-            raise ValueError(f"{len(statistics)} layer statistics for {len(self.layers)} hooked layers")
+        layers = hooked_layers(net)
+        if len(statistics) != len(layers):
+            raise ValueError(f"{len(statistics)} layer statistics for {len(layers)} hooked layers")
         if class_weight and not all(s.class_wise for s in statistics):
             raise ValueError("category-aware matching (class_weight > 0) needs class-wise statistics")
         self.statistics = list(statistics)
         self.momentum, self.drop_rate, self.class_weight, self.rng = momentum, drop_rate, class_weight, rng
-        self.ema: list[list[Tensor] | None] = [None] * len(self.layers)
-        self.terms: list[Tensor | None] = [None] * len(self.layers)
+        self.ema: list[list[Tensor] | None] = [None] * len(layers)
         self.class_reference: list[list[Tensor]] | None = None
-        self._handles = [layer.register_forward_hook(self._hook(i)) for i, layer in enumerate(self.layers)]
+        super().__init__(layers)
 
     def set_targets(self, labels: Tensor) -> None:
         """The batch's classes: the class reference of every layer is the mean of their statistics."""
@@ -395,25 +389,6 @@ class StatisticMatcher:
             self.terms[index] = term  # type: ignore[assignment]
 
         return hook
-
-    def loss(self, first_multiplier: float = 10.0) -> Tensor:
-        """``sum_l w_l term_l`` of the last forward pass, the first hooked layer weighted ``first_multiplier``."""
-        if any(t is None for t in self.terms):
-            raise RuntimeError("no forward pass has been recorded yet")
-        weights = [first_multiplier] + [1.0] * (len(self.terms) - 1)
-        return sum(w * t for w, t in zip(weights, self.terms, strict=True))  # type: ignore[misc,return-value]
-
-    def remove(self) -> None:
-        """Detach the hooks from the observer."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def __enter__(self) -> StatisticMatcher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
 
 
 def densification_loss(images: Tensor, labels: Tensor, *, tau: float, pool: int = 32) -> Tensor:

@@ -111,7 +111,7 @@ def test_the_smoothed_statistic_has_the_ema_value_and_the_current_batch_gradient
 
 
 def moments(x: torch.Tensor) -> list[torch.Tensor]:
-    from condense.statistic_matching import channel_moments
+    from condense.recover import channel_moments
 
     return [*channel_moments(x), *patch_moments(x)]
 
