@@ -57,7 +57,8 @@ class SelMatchConfig(TrajectoryConfig):
         difficulty: ``forgetting`` (the suite's proxy) or ``file``.
         difficulty_path: the score file for ``file``.
         hardest_first: ``high`` (forgetting counts) or ``low`` (C-scores) scores are hard.
-        forgetting_epochs: epochs of the forgetting proxy (the selector's default).
+        forgetting_epochs: epochs of the forgetting proxy (``None``: the ``forgetting`` selector's
+            default, DeepCore's 40).
     """
 
     model: str = "convnet_bn"
@@ -73,6 +74,8 @@ class SelMatchConfig(TrajectoryConfig):
     difficulty: Literal["forgetting", "file"] = "forgetting"
     difficulty_path: str | None = None
     hardest_first: Literal["high", "low"] = "high"
+    forgetting_epochs: int | None = None
+    added_fields: ClassVar[frozenset[str]] = frozenset({"forgetting_epochs"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -130,7 +133,8 @@ class SelMatch(TrajectorySynthesizer):
         if self.config.difficulty == "file":
             assert self.config.difficulty_path is not None
             return read_scores(self.config.difficulty_path, len(train))
-        return build_method("forgetting").importance(train, seed=0, device=device).double()
+        options = {} if self.config.forgetting_epochs is None else {"proxy_epochs": self.config.forgetting_epochs}
+        return build_method("forgetting", **options).importance(train, seed=0, device=device).double()
 
     def distill(
         self,
