@@ -51,7 +51,7 @@ from condense.statistic_matching import StatisticMatcher, densification_loss, lo
 from data import ImageDataset
 from data.image import pixel_bounds
 from data.methods import MethodConfig, register_method
-from data.provenance import ResourceMeter
+from data.provenance import ResourceMeter, add_precomputed
 from data.seeding import derive_seed, make_generator
 from data.synthetic import Budget, SyntheticSet
 from evaluation.augment import crop_padding
@@ -223,14 +223,12 @@ class GVBSM(IPCDistiller):
         with ResourceMeter(device) as meter:
             observers = self.observers(train, device, progress)
             class_wise = c.class_weight > 0
-            started = time.perf_counter()
             statistics = [
                 load_or_compute_statistics(
                     teacher, train, class_wise=class_wise, batch_size=c.statistics_batch, device=device
                 )
                 for teacher in observers
             ]
-            statistics_seconds = time.perf_counter() - started
             labels = class_labels(train.num_classes, ipc)
             images = self.initial_images(train, ipc, make_generator(derive_seed(self.name, seed, "init"), "cpu"))
             bounds = pixel_bounds(train.mean, train.std, device=device)
@@ -244,7 +242,7 @@ class GVBSM(IPCDistiller):
                     class_weight=c.class_weight,
                     rng=random.Random(derive_seed(self.name, seed, "drop", index)),
                 )
-                for index, (teacher, stats) in enumerate(zip(observers, statistics, strict=True))
+                for index, (teacher, stats) in enumerate(zip(observers, [s.layers for s in statistics], strict=True))
             ]
             densify = None
             if c.dd_weight:
@@ -280,10 +278,15 @@ class GVBSM(IPCDistiller):
             recover_seconds = time.perf_counter() - started
         provenance = self.provenance(train, seed, meter)
         charge_teachers(provenance, observers)
+        add_precomputed(
+            provenance,
+            "statistics",
+            seconds=sum(s.seconds for s in statistics),
+            cache_hit=all(s.cache_hit for s in statistics),
+        )
         provenance["observers"] = [teacher.describe() for teacher in observers]
         provenance["distillation"] = {
             **_summary(trace, settings),
-            "statistics_seconds": statistics_seconds,
             "seconds_per_iteration": recover_seconds / max(len(trace.ce), 1),
         }
         synthetic = SyntheticSet(

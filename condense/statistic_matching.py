@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -63,6 +64,8 @@ logger = logging.getLogger(__name__)
 PATCH_BLOCK = 4
 #: Bump when the statistics change, so old cache entries are not reused.
 STATISTICS_FORMAT_VERSION = 1
+#: The cache file's entry holding the seconds the pass took.
+SECONDS_KEY = "seconds"
 
 
 def hooked_layers(net: nn.Module) -> list[nn.Module]:
@@ -233,12 +236,24 @@ def _statistics_key(teacher: Teacher, train: ImageDataset, class_wise: bool, bat
     return f"{train.name}_{teacher.config.model}_{digest}"
 
 
-def _read_statistics(path: Path, layers: Sequence[nn.Module], class_wise: bool) -> list[LayerStatistics]:
+@dataclass(frozen=True)
+class ObserverStatistics:
+    """An observer's statistics and what measuring them cost (charged to every use, hit or not)."""
+
+    layers: list[LayerStatistics]
+    seconds: float
+    cache_hit: bool
+
+
+def _read_statistics(path: Path, layers: Sequence[nn.Module], class_wise: bool) -> ObserverStatistics:
     """Statistics from a cache file, checked against the observer's layers (never runs code)."""
     try:
         tensors = load_safetensors_bytes(read_limited(path, what="observer statistics"))
     except Exception as error:  # noqa: BLE001 - any refusal means "not a statistics file"
         raise BadFileError(path, f"not a readable statistics file ({str(error)[:200]})") from None
+    seconds = tensors.pop(SECONDS_KEY, None)
+    if seconds is None or seconds.numel() != 1 or not bool(torch.isfinite(seconds).all()) or float(seconds) < 0:
+        raise BadFileError(path, "no cost of the statistics pass recorded")
     statistics = []
     for index, layer in enumerate(layers):
         values = {name.split(".", 1)[1]: t for name, t in tensors.items() if name.split(".", 1)[0] == str(index)}
@@ -257,7 +272,7 @@ def _read_statistics(path: Path, layers: Sequence[nn.Module], class_wise: bool) 
         statistics.append(layer_statistics)
     if len(tensors) != sum(len(s.tensors()) for s in statistics):
         raise BadFileError(path, "more layers than the observer has: the statistics do not fit it")
-    return statistics
+    return ObserverStatistics(statistics, float(seconds), cache_hit=True)
 
 
 def load_or_compute_statistics(
@@ -267,17 +282,18 @@ def load_or_compute_statistics(
     class_wise: bool,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
-) -> list[LayerStatistics]:
-    """:func:`observer_statistics` of a cached observer, cached beside it (``statistics`` product).
+) -> ObserverStatistics:
+    """:func:`observer_statistics` of a cached observer, cached beside it (the ``statistics`` product).
 
     The pass is seeded by the observer's seed, so every cell of a dataset shares it. An observer
     loaded from a user's weights file is measured every time (its weights are not in the key).
     """
     layers = hooked_layers(teacher.model)
 
-    def compute() -> list[LayerStatistics]:
+    def compute() -> ObserverStatistics:
+        started = time.perf_counter()
         generator = make_generator(derive_seed("observer-statistics", teacher.config.seed), "cpu")
-        return observer_statistics(
+        measured = observer_statistics(
             teacher.model,
             train.images,
             train.labels,
@@ -288,6 +304,7 @@ def load_or_compute_statistics(
             batch_size=batch_size,
             device=device,
         )
+        return ObserverStatistics(measured, time.perf_counter() - started, cache_hit=False)
 
     if teacher.config.path is not None:
         return compute()
@@ -295,19 +312,22 @@ def load_or_compute_statistics(
     entry = folder / f"{_statistics_key(teacher, train, class_wise, batch_size)}.safetensors"
 
     def build(tmp: Path) -> None:
+        measured = compute()
         tensors = {
             f"{i}.{name}": t.detach().cpu().contiguous()
-            for i, s in enumerate(compute())
+            for i, s in enumerate(measured.layers)
             for name, t in s.tensors().items()
         }
+        tensors[SECONDS_KEY] = torch.tensor([measured.seconds], dtype=torch.float64)
         save_file(tensors, str(tmp))
 
     def is_valid(path: Path) -> bool:
         _read_statistics(path, layers, class_wise)
         return True
 
-    build_once(entry, build, is_valid)
-    return [s.to(device) for s in _read_statistics(entry, layers, class_wise)]
+    hit = build_once(entry, build, is_valid)
+    cached = _read_statistics(entry, layers, class_wise)
+    return ObserverStatistics([s.to(device) for s in cached.layers], cached.seconds, cache_hit=hit)
 
 
 # ---------------------------------------------------------------------------------------------

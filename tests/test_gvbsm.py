@@ -184,16 +184,17 @@ def test_densification_equals_the_reference_eigvals_form_in_value_and_gradient()
     assert float(loss.detach()) > 0
 
 
-def test_statistics_are_cached_and_a_foreign_file_is_refused(cache, digits):
+def test_statistics_are_cached_with_their_cost_and_a_foreign_file_is_refused(cache, digits):
     train, _, _ = digits
     teacher = load_or_train_teacher(TeacherConfig(model="convnetd1", epochs=1, augmentation="crop_flip"), train)
     first = load_or_compute_statistics(teacher, train, class_wise=True)
     files = list((cache / "statistics").glob("*.safetensors"))
-    assert len(files) == 1
+    assert len(files) == 1 and not first.cache_hit and first.seconds > 0
     again = load_or_compute_statistics(teacher, train, class_wise=True)
+    assert again.cache_hit and again.seconds == first.seconds  # the pass's cost is charged to every use
     assert all(
         torch.equal(a.mean, b.mean) and torch.equal(a.class_patch_var, b.class_patch_var)
-        for a, b in zip(first, again, strict=True)
+        for a, b in zip(first.layers, again.layers, strict=True)
     )
     from condense.statistic_matching import _read_statistics
 
@@ -201,7 +202,7 @@ def test_statistics_are_cached_and_a_foreign_file_is_refused(cache, digits):
         _read_statistics(files[0], hooked_layers(small_net()), class_wise=True)
     files[0].write_bytes(b"not safetensors")
     rebuilt = load_or_compute_statistics(teacher, train, class_wise=True)  # refused, then measured again
-    assert torch.equal(rebuilt[0].mean, first[0].mean)
+    assert not rebuilt.cache_hit and torch.equal(rebuilt.layers[0].mean, first.layers[0].mean)
 
 
 def test_recover_takes_turns_through_the_teachers_across_batches():
@@ -239,4 +240,6 @@ def test_a_digits_recovery_matches_the_statistics_better_and_gives_a_valid_set(n
     assert summary["statistic_last"] < summary["statistic_first"]
     assert summary["ce_last"] < summary["ce_first"]
     assert [o["model"] for o in synthetic.provenance["observers"]] == ["convnet_bn", "convnetd1"]
+    charged = synthetic.provenance["precomputed"]
+    assert set(charged) == {"teacher", "statistics"} and charged["statistics"]["seconds"] > 0
     assert (summary["densification_first"] is None) == (name == "edc")
