@@ -15,7 +15,7 @@ def test_a_sweep_counts_its_cross_product_and_the_command_line_wins() -> None:
     assert count_jobs(params, ["seed=0,1,2"]) == 18
     assert count_jobs(params, ["ipc=1", "results_dir=/tmp/x"]) == 2
     assert count_jobs({}, ["method=random", "ipc=range(1,4)"]) == 3
-    assert count_jobs(sweep_file_params(config_dir(), "digits_decoupled")) == 16
+    assert count_jobs(sweep_file_params(config_dir(), "digits_decoupled")) == 24
 
 
 def test_seconds_read_at_a_glance() -> None:
