@@ -43,11 +43,14 @@ SHRINK = {
     "premodel_epochs": 2,
     "num_freqs": 64,
 }
+#: Backbone lists cut wherever a method has them: G-VBSM's and EDC's observers keep only their second,
+#: the ConvNet (their first, ResNet-18, trains for most of a minute here; test_gvbsm runs several).
+SHORTEN = {"observers": slice(1, 2)}
 IPC = 2
 
 
 def tiny_options(name: str) -> dict[str, object]:
-    """The method's digits preset (or defaults), every budget field of :data:`SHRINK` capped."""
+    """The method's digits preset (or defaults), every budget field of :data:`SHRINK` capped, :data:`SHORTEN` sliced."""
     preset = config_dir() / "method" / "digits" / f"{name}.yaml"
     options = method_options(f"digits/{name}")[1] if preset.is_file() else {}
     defaults = dataclasses.asdict(METHODS.get(name).config_class())
@@ -55,6 +58,9 @@ def tiny_options(name: str) -> dict[str, object]:
         current = options.get(field, defaults.get(field, None))
         if field in defaults and (current is None or current > cap):
             options[field] = cap
+    for field, part in SHORTEN.items():
+        if field in defaults:
+            options[field] = tuple(options.get(field, defaults[field]))[part]
     return options
 
 
